@@ -21,6 +21,9 @@ def process() -> Path:
     r = subprocess.run([str(BIN / 'nbdev_proc_nbs'), '--n_workers', '1'], cwd=ROOT, capture_output=True, text=True,
                        env=env, timeout=900)
     proc = ROOT / '_proc'
+    if 'Error in notebook' in r.stderr + r.stdout:
+        raise SystemExit('docs processing failed (a cell nbdev executes for the docs raised; never mix imports with '
+                         'other code in one cell):\n' + (r.stderr + r.stdout)[-1500:])
     if r.returncode != 0 or not list(proc.glob('**/*.ipynb')):
         print('nbdev_proc_nbs could not finish here (Quarto missing and not installable offline); '
               'running the same processing steps without the Quarto check')
