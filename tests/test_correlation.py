@@ -1,4 +1,4 @@
-"""Known-answer tests for lth_nb.correlation (R_p, init-to-final correlation, verdict rule)."""
+"""Known-answer tests for lth_nb.correlation (R_p, its hypergeometric null, init-to-final correlation, masks, bad input)."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lth_nb.correlation import (default_names, magnitude_pairs, overlap_ratio, rp_chance, rp_curve, top_p_mask,
-                                verdict, weight_correlation, weight_pairs)
+                                weight_correlation, weight_pairs)
 
 
 def _sets(seed=0, shapes=(('fc1.weight', (300, 784)), ('fc2.weight', (100, 300)), ('fc3.weight', (10, 100)))):
@@ -149,15 +149,16 @@ def test_magnitude_pairs():
     assert torch.equal(x, x2)  # fixed seed
 
 
-def test_verdict_rule():
-    assert verdict([0.02, 0.03, 0.025]) == 'holds'
-    assert verdict([0.02, 0.03]) == 'not reproduced at this scale'
-    assert verdict([]) == 'not run'
-    assert verdict([-0.02, -0.03, -0.025]) == 'does not hold'
-    assert verdict([-0.02, -0.03, -0.025], at_scale=False) == 'not reproduced at this scale'
-    assert verdict([0.05, -0.05, 0.01]) == 'not reproduced at this scale'
-    assert verdict([-0.02, -0.03, -0.025], '<') == 'holds'
-    assert verdict([0.001, -0.002, 0.0], '~', tol=0.01) == 'holds'
-    assert verdict([0.1, 0.12, 0.11], '~', tol=0.01) == 'does not hold'
-    with pytest.raises(ValueError, match='direction'):
-        verdict([1, 2, 3], '>=')
+def test_with_prune_mask_and_models():
+    "The real lth_nb.prune.Mask and registry models: default layers agree with prune.prunable; masks respected."
+    from lth_nb.models import get_model
+    from lth_nb.prune import magnitude_prune, prunable
+    a, b = get_model('lenet300_100', seed=0), get_model('lenet300_100', seed=1)
+    assert default_names(a) == list(prunable(a))
+    mask = magnitude_prune(a, 0.5)
+    r = overlap_ratio(a, a, 0.2, mask=mask)
+    assert r['overall'] == 1.0 and r['n'] == {k: int(m.sum()) for k, m in mask.items()}
+    s = overlap_ratio(a, b, 0.2, mask=mask)
+    assert abs(s['overall'] - s['chance']) < 5 * s['chance_sd']
+    c = get_model('resnet20', seed=0)
+    assert default_names(c) == list(prunable(c))
