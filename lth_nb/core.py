@@ -6,7 +6,7 @@
 __all__ = ['get_device', 'seed_everything', 'check', 'to_jsonable', 'canonical_json', 'config_hash', 'Config', 'cache_dir',
            'data_dir', 'utc_now', 'provenance', 'atomic_write_text', 'atomic_torch_save', 'Run', 'Store', 'get_or_run']
 
-# %% ../nbs/00_core.ipynb #00b9fbaa
+# %% ../nbs/00_core.ipynb #4c74d938
 import contextlib, dataclasses, fcntl, functools, hashlib, json, os, platform, random, socket
 import subprocess, sys, tempfile, threading, time, typing
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-# %% ../nbs/00_core.ipynb #09e0019f
+# %% ../nbs/00_core.ipynb #a2d3c029
 def get_device(device=None # a `torch.device`, a string like 'cuda:1', or None to choose
               ) -> torch.device:
     "The device to compute on: argument > env `LTH_NB_DEVICE` > cuda > mps > cpu."
@@ -28,7 +28,7 @@ def get_device(device=None # a `torch.device`, a string like 'cuda:1', or None t
     if mps is not None and mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
-# %% ../nbs/00_core.ipynb #4f5e6972
+# %% ../nbs/00_core.ipynb #83b3ce21
 def seed_everything(seed:int, # seed for `random`, `numpy` and `torch` (all devices)
                     deterministic:bool=False # also ask torch for deterministic algorithms (slower)
                    ) -> None:
@@ -40,7 +40,7 @@ def seed_everything(seed:int, # seed for `random`, `numpy` and `torch` (all devi
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
-# %% ../nbs/00_core.ipynb #41a17059
+# %% ../nbs/00_core.ipynb #0420a44d
 def check(cond, # the condition that must hold
           name:str, # the field or argument name
           value, # the offending value
@@ -50,7 +50,7 @@ def check(cond, # the condition that must hold
     "Raise `exc` naming `name`, `value` and `allowed` unless `cond` holds."
     if not cond: raise exc(f"{name}={value!r} is not allowed: expected {allowed}")
 
-# %% ../nbs/00_core.ipynb #06d19bdc
+# %% ../nbs/00_core.ipynb #670f30f3
 def to_jsonable(obj):
     "Turn dataclasses, tuples, sets, paths, devices, dtypes and numpy/torch scalars into plain JSON values."
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -76,7 +76,7 @@ def config_hash(obj, # a dict, a `Config` or any `to_jsonable` value
     payload = to_jsonable(obj) if version is None else {'config': to_jsonable(obj), 'version': to_jsonable(version)}
     return hashlib.sha1(canonical_json(payload).encode()).hexdigest()[:12]
 
-# %% ../nbs/00_core.ipynb #e0192c3c
+# %% ../nbs/00_core.ipynb #c22e3de1
 def _type_ok(tp, v):
     "Whether `v` fits the simple annotation `tp` (unknown annotations always fit)."
     origin = typing.get_origin(tp)
@@ -135,7 +135,7 @@ class Config:
         for k in d: check(k in names, 'field', k, f"one of {names} (in {cls.__name__})", TypeError)
         return cls(**d)
 
-# %% ../nbs/00_core.ipynb #2e00c915
+# %% ../nbs/00_core.ipynb #2facc6e2
 def cache_dir() -> Path:
     "Root of lth_nb's caches: env `LTH_NB_CACHE`, else the user cache dir (e.g. ~/.cache/lth_nb)."
     if os.environ.get('LTH_NB_CACHE'): return Path(os.environ['LTH_NB_CACHE']).expanduser()
@@ -149,7 +149,7 @@ def data_dir() -> Path:
     if os.environ.get('LTH_NB_DATA'): return Path(os.environ['LTH_NB_DATA']).expanduser()
     return cache_dir()/'data'
 
-# %% ../nbs/00_core.ipynb #f83dff2c
+# %% ../nbs/00_core.ipynb #54132199
 def _git_sha():
     for d in (Path(__file__).resolve().parent if '__file__' in globals() else None, Path.cwd()):
         if d is None: continue
@@ -182,7 +182,7 @@ def provenance() -> dict:
     "Git sha, package versions, platform, device, torch threads, hostname and the UTC time."
     return {**_static_provenance(), 'torch_threads': torch.get_num_threads(), 'time': utc_now()}
 
-# %% ../nbs/00_core.ipynb #8fd44d70
+# %% ../nbs/00_core.ipynb #de97b4a7
 @contextlib.contextmanager
 def _atomic(path, mode='w'):
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +206,7 @@ def atomic_torch_save(obj, # anything `torch.save` accepts (tensors, state dicts
     "`torch.save` to `path` atomically."
     with _atomic(path, 'wb') as f: torch.save(obj, f)
 
-# %% ../nbs/00_core.ipynb #fe368489
+# %% ../nbs/00_core.ipynb #372d752c
 _LOCKS, _LOCKS_GUARD = {}, threading.Lock()
 
 class Run:
@@ -295,7 +295,7 @@ class Run:
                 if ent[2] == 0:
                     fcntl.flock(ent[1].fileno(), fcntl.LOCK_UN); ent[1].close(); ent[1] = None
 
-# %% ../nbs/00_core.ipynb #b61ef7db
+# %% ../nbs/00_core.ipynb #6e5a9fbc
 def _kind_ok(kind): return isinstance(kind, str) and kind and '/' not in kind and not kind.startswith('.')
 
 class Store:

@@ -6,7 +6,7 @@
 __all__ = ['DATASETS', 'IDX_FILES', 'DatasetInfo', 'dataset_info', 'Data', 'split_indices', 'from_arrays', 'DataFileError',
            'read_idx', 'is_online', 'synthetic_data', 'get_data', 'augment_crop_flip', 'batches']
 
-# %% ../nbs/01_data.ipynb #2cc57359
+# %% ../nbs/01_data.ipynb #294abab7
 import gzip, os, pickle, socket, time
 from dataclasses import dataclass, field, replace as dc_replace
 from pathlib import Path
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .core import check, data_dir, get_device
 
-# %% ../nbs/01_data.ipynb #f63516b2
+# %% ../nbs/01_data.ipynb #fefe1e95
 @dataclass(frozen=True)
 class DatasetInfo:
     "What `get_data` needs to know about a dataset."
@@ -47,7 +47,7 @@ def dataset_info(name:str) -> DatasetInfo:
     check(key in DATASETS, 'name', name, f"one of {sorted(DATASETS)}")
     return DATASETS[key]
 
-# %% ../nbs/01_data.ipynb #a9a5f128
+# %% ../nbs/01_data.ipynb #719dcb5a
 @dataclass(repr=False)
 class Data:
     "All splits of a dataset as normalised float32 NCHW tensors (and int64 labels) on one device."
@@ -85,7 +85,7 @@ class Data:
                 f"input_shape={tuple(self.input_shape)}, num_classes={self.num_classes}, augment={self.augment!r}, "
                 f"device={self.device})")
 
-# %% ../nbs/01_data.ipynb #4e467b3c
+# %% ../nbs/01_data.ipynb #830cec0f
 def split_indices(n:int, val_size:int, seed:int=0):
     "Sorted (train, val) index tensors: `val_size` of `range(n)` held out at random, reproducibly by `seed`."
     check(isinstance(val_size, int) and 0 <= val_size < n, 'val_size', val_size, f'an int with 0 <= val_size < {n}')
@@ -125,7 +125,7 @@ def from_arrays(name:str, # registry name: picks the normalisation statistics an
     return Data(info.name, norm(xtr[tr]), ytr[tr].to(device), norm(xtr[va]), ytr[va].to(device), norm(xte),
                 yte.to(device), info.num_classes, tuple(xtr.shape[1:]), info.augment, info.mean, info.std)
 
-# %% ../nbs/01_data.ipynb #20219ccb
+# %% ../nbs/01_data.ipynb #b61ff640
 class DataFileError(ValueError):
     "A dataset file exists but is truncated or corrupt."
 
@@ -152,7 +152,7 @@ def read_idx(path) -> np.ndarray:
     if len(raw) != want: raise _corrupt(path, f'{len(raw)} bytes, expected {want} for shape {shape}')
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * nd).reshape(shape)
 
-# %% ../nbs/01_data.ipynb #b488c4de
+# %% ../nbs/01_data.ipynb #d22885f4
 def _files(info, root):
     if info.kind == 'idx':
         d = root/info.folder/'raw'
@@ -199,7 +199,7 @@ def _read_raw(info, root):
     _RAW_CACHE.clear(); _RAW_CACHE[sig] = out   # keep one dataset in memory
     return out
 
-# %% ../nbs/01_data.ipynb #308ff2fe
+# %% ../nbs/01_data.ipynb #938902a0
 def is_online(host='ossci-datasets.s3.amazonaws.com', port=443, timeout=1.0) -> bool:
     "Whether a TCP connection to `host` succeeds within `timeout` seconds."
     try:
@@ -227,7 +227,7 @@ def _ensure_files(info, root, download):
                             f"(data root {root}: the root argument, else env LTH_NB_DATA, else <cache>/data). "
                             + _HOWTO)
 
-# %% ../nbs/01_data.ipynb #904e0ff5
+# %% ../nbs/01_data.ipynb #586e8594
 def synthetic_data(like:str='mnist', # take input shape and class count from this dataset
                    n_train:int=1000, n_val:int=200, n_test:int=200, # split sizes
                    num_classes:int=None, # default: `like`'s class count
@@ -254,7 +254,7 @@ def synthetic_data(like:str='mnist', # take input shape and class count from thi
     s = [slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, n)]
     return Data('synthetic', *[t[i].to(device) for i in s for t in (x, y)], k, shape, augment, (0.0,), (1.0,))
 
-# %% ../nbs/01_data.ipynb #add89ecd
+# %% ../nbs/01_data.ipynb #90ce40d7
 def get_data(name:str, # one of `DATASETS`: 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'synthetic'
              root=None, # data root (default env `LTH_NB_DATA`, else `cache_dir()/'data'`)
              device=None, # where the tensors live (default `get_device()`)
@@ -271,7 +271,7 @@ def get_data(name:str, # one of `DATASETS`: 'mnist', 'fashion_mnist', 'cifar10',
     _ensure_files(info, root, download)
     return from_arrays(info.name, *_read_raw(info, root), val_size=val_size, seed=seed, device=device, **kw)
 
-# %% ../nbs/01_data.ipynb #77935fd9
+# %% ../nbs/01_data.ipynb #2eb1b603
 def augment_crop_flip(x:torch.Tensor, # a batch (N, C, H, W), normalised
                       pad:int=4, # zero padding before the random crop (zero = the mean colour after normalisation)
                       generator=None # `torch.Generator` on `x.device`

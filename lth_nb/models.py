@@ -8,7 +8,7 @@ __all__ = ['MODELS', 'VGG_PLANS', 'vgg11', 'vgg16', 'vgg19', 'MOBILENETV2_PLAN',
            'resnet20', 'InvertedResidual', 'MobileNetV2', 'mobilenetv2', 'fans', 'init_std', 'init_weights',
            'get_model', 'count_params', 'output_layer']
 
-# %% ../nbs/02_models.ipynb #8ec90ec3
+# %% ../nbs/02_models.ipynb #476099aa
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from torch import nn
 
 from .core import check
 
-# %% ../nbs/02_models.ipynb #e2bddc44
+# %% ../nbs/02_models.ipynb #65b6ad13
 @dataclass
 class ModelInfo:
     "A registered architecture: its builder and default input shape."
@@ -42,7 +42,7 @@ def _w(c, width):
     "Scale a channel / unit count by `width` (at least 1)."
     return max(1, int(round(c * width)))
 
-# %% ../nbs/02_models.ipynb #76810fe5
+# %% ../nbs/02_models.ipynb #8348f086
 def _pool_out(h, n): 
     for _ in range(n): h //= 2
     return h
@@ -68,7 +68,7 @@ def lenet5(num_classes=10, in_shape=(1, 28, 28), width=1.0):
         conv2=nn.Conv2d(c1, c2, 5), pool2=nn.MaxPool2d(2), relu2=nn.ReLU(),
         flatten=nn.Flatten(), fc1=nn.Linear(c2 * h * w, f), relu3=nn.ReLU(), fc2=nn.Linear(f, num_classes)))
 
-# %% ../nbs/02_models.ipynb #49405a98
+# %% ../nbs/02_models.ipynb #3e23af35
 class ConvNet(nn.Sequential):
     "Conv-2/4/6 style network: `features` (conv pairs + max-pool), `flatten`, `classifier` (fc 256, 256, classes)."
     def __init__(self, plan=(64, 64, 'M'), fc=(256, 256), num_classes=10, in_shape=(3, 32, 32), width=1.0):
@@ -99,7 +99,7 @@ def conv6(num_classes=10, in_shape=(3, 32, 32), width=1.0):
     "Conv-6: conv 64, 64, pool, 128, 128, pool, 256, 256, pool; fc 256, 256, classes."
     return ConvNet((64, 64, 'M', 128, 128, 'M', 256, 256, 'M'), (256, 256), num_classes, in_shape, width)
 
-# %% ../nbs/02_models.ipynb #4c77827f
+# %% ../nbs/02_models.ipynb #4cc59d50
 VGG_PLANS = {
     'vgg11': [64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'],
     'vgg16': [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'],
@@ -127,7 +127,7 @@ def _vgg(name):
 
 vgg11, vgg16, vgg19 = _vgg('vgg11'), _vgg('vgg16'), _vgg('vgg19')
 
-# %% ../nbs/02_models.ipynb #b7a325bc
+# %% ../nbs/02_models.ipynb #5cdc37a9
 class BasicBlock(nn.Module):
     "Two 3x3 conv-BN layers with a residual connection (1x1 conv-BN shortcut when the shape changes)."
     def __init__(self, cin, cout, stride=1):
@@ -163,7 +163,7 @@ def resnet20(num_classes=10, in_shape=(3, 32, 32), width=1.0):
     "CIFAR ResNet-20 (He et al. 2016), 1x1 projection shortcuts."
     return ResNetCifar(3, num_classes, in_shape, width)
 
-# %% ../nbs/02_models.ipynb #3c1776f4
+# %% ../nbs/02_models.ipynb #92929a87
 class InvertedResidual(nn.Module):
     "MobileNet-V2 block: expand (1x1), depthwise (3x3), project (1x1), residual at stride 1."
     def __init__(self, cin, cout, expansion, stride):
@@ -208,7 +208,7 @@ def mobilenetv2(num_classes=10, in_shape=(3, 32, 32), width=1.0):
     "CIFAR MobileNet-V2 (stride-1 stem and second stage)."
     return MobileNetV2(num_classes, in_shape, width)
 
-# %% ../nbs/02_models.ipynb #87d7296f
+# %% ../nbs/02_models.ipynb #2692ee15
 INIT_SCHEMES = ('glorot', 'kaiming')
 
 def fans(w:torch.Tensor):
@@ -240,7 +240,7 @@ def init_weights(model:nn.Module, # initialised in place
             if getattr(m, 'bias', None) is not None: m.bias.zero_()
     return model
 
-# %% ../nbs/02_models.ipynb #d4ed8701
+# %% ../nbs/02_models.ipynb #6ea47676
 def get_model(name:str, # a key of `MODELS`
               width:float=1.0, # multiplier on hidden units / filters
               init:str='glorot', # 'glorot' or 'kaiming'
