@@ -6,7 +6,7 @@
 __all__ = ['OPTIMIZERS', 'SCHEDULES', 'EVENTS', 'TrainConfig', 'make_optimizer', 'evaluate', 'Callback', 'LambdaCallback',
            'TrainState', 'TrainResult', 'snapshot', 'train']
 
-# %% ../nbs/04_train.ipynb #77635c82
+# %% ../nbs/04_train.ipynb #7851b74e
 import dataclasses, math, time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -14,7 +14,7 @@ from typing import Optional
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import Config, check
 
-# %% ../nbs/04_train.ipynb #852a6bfa
+# %% ../nbs/04_train.ipynb #9dee427e
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'step', 'cosine')
 
@@ -86,7 +86,7 @@ class TrainConfig(Config):
             return w * d
         return f
 
-# %% ../nbs/04_train.ipynb #5d95be4c
+# %% ../nbs/04_train.ipynb #befd5e6c
 def make_optimizer(params, cfg:TrainConfig):
     "Build the optimizer of `cfg` (fused kernels where this torch has them)."
     kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -97,7 +97,7 @@ def make_optimizer(params, cfg:TrainConfig):
     try: return cls(params, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError): return cls(params, foreach=True, **kw)
 
-# %% ../nbs/04_train.ipynb #25a762a1
+# %% ../nbs/04_train.ipynb #aa562abf
 @torch.no_grad()
 def evaluate(model, x, y, batch_size=1000):
     "Mean cross-entropy loss and accuracy of `model` on (x, y), one host sync at the end."
@@ -110,7 +110,7 @@ def evaluate(model, x, y, batch_size=1000):
     model.train(was)
     return loss.item() / len(x), correct.item() / len(x)
 
-# %% ../nbs/04_train.ipynb #6d1bb2ac
+# %% ../nbs/04_train.ipynb #30f7e348
 EVENTS = ('before_fit', 'before_batch', 'after_loss', 'after_backward', 'after_step', 'after_eval', 'after_fit')
 
 class Callback:
@@ -128,7 +128,7 @@ class LambdaCallback(Callback):
         self.order = order
         for k, f in fns.items(): setattr(self, k, f)
 
-# %% ../nbs/04_train.ipynb #85f0325a
+# %% ../nbs/04_train.ipynb #7cd09bcf
 @dataclass
 class TrainState:
     "What callbacks see and may change: set `.stop = True` to end the run after this step."
@@ -148,7 +148,7 @@ class TrainState:
     tag: dict = field(default_factory=dict)  # labels from the caller, e.g. round=3
     stop: bool = False
 
-# %% ../nbs/04_train.ipynb #d1a6cd66
+# %% ../nbs/04_train.ipynb #4d9d6f90
 @dataclass
 class TrainResult:
     "Metrics of one training run; `snapshots` (iteration -> state_dict) is kept in memory only."
@@ -177,7 +177,7 @@ class TrainResult:
                 f"early_stop_test_acc={self.early_stop_test_acc:.4f}, final_test_acc={self.final_test_acc:.4f}, "
                 f"evals={len(self.history)}, wall_s={self.wall_s:.1f})")
 
-# %% ../nbs/04_train.ipynb #310eec8c
+# %% ../nbs/04_train.ipynb #b0780448
 def _early_stop(history):
     "Index of the evaluation with minimum validation loss (the last one when there is no validation set)."
     vl = [h['val_loss'] for h in history]
@@ -232,7 +232,7 @@ def train(model:nn.Module, # trained in place (moved to the data's device)
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=T - start_iter, leave=False)
+        bar = tqdm(total=T - start_iter, leave=False, desc=' '.join(f'{k}={v}' for k, v in st.tag.items()) or None)
     event('before_fit')
     last_eval = start_iter
     for it in range(start_iter, T):
