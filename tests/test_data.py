@@ -1,5 +1,5 @@
 """Tests for lth_nb.data: real MNIST / Fashion-MNIST from LTH_NB_DATA, bad inputs, synthetic data, batches, augmentation."""
-import pickle, shutil, subprocess, sys, time
+import os, pickle, shutil, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +30,12 @@ def fake_mnist(root, folder='MNIST', n=(120, 30), seed=0):
 # --- real data (skipped locally without LTH_NB_DATA, a failure in CI) -------------------------------------------
 @pytest.mark.parametrize('name', ['mnist', 'fashion_mnist'])
 def test_real_data(data_root, name):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     d = get_data(name, root=data_root, device='cpu', download=False)
-    dt = time.perf_counter() - t0
-    assert dt < 5, f'loading {name} took {dt:.1f}s'
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert cpu < 5, f'loading {name} took {cpu:.1f} s of CPU'
+    # wall time is only meaningful when the machine is not oversubscribed (shared CI runners)
+    assert wall < 5 or os.getloadavg()[0] > os.cpu_count(), f'loading {name} took {wall:.1f} s'
     assert isinstance(d, Data) and d.name == name
     assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (55000, 5000, 10000)
     assert d.x_train.shape[1:] == (1, 28, 28) and d.input_shape == (1, 28, 28) and d.num_classes == 10
