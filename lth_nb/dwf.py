@@ -7,14 +7,14 @@ __all__ = ['INITS', 'FACTORIZABLE', 'check_depth', 'Product', 'init_factors', 'p
            'factor_penalty', 'equivalent_penalty', 'factor_params', 'decayed_params', 'fit', 'evaluate', 'collapse',
            'magnitude_mask', 'sparsify', 'layer_sparsity', 'format_sparsity']
 
-# %% ../nbs/10_dwf.ipynb #82d7b2c1
+# %% ../nbs/10_dwf.ipynb #f831d114
 import math
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from .core import check
 
-# %% ../nbs/10_dwf.ipynb #e43f5139
+# %% ../nbs/10_dwf.ipynb #3b4f63ec
 def check_depth(D # factorization depth
                ) -> int:
     "Validate the depth `D`: an int >= 1 (bools and floats are refused)."
@@ -22,7 +22,7 @@ def check_depth(D # factorization depth
     check(D >= 1, 'D', D, 'an int >= 1')
     return D
 
-# %% ../nbs/10_dwf.ipynb #602e077f
+# %% ../nbs/10_dwf.ipynb #7fa2a02d
 class Product(nn.Module):
     "Parametrization w = u_1 * ... * u_D (elementwise) over D factor tensors."
     def __init__(self, D:int # number of factors
@@ -37,7 +37,7 @@ class Product(nn.Module):
         r = w.abs().pow(1 / self.D)
         return (torch.sign(w) * r,) + tuple(r.clone() for _ in range(self.D - 1))
 
-# %% ../nbs/10_dwf.ipynb #c4315177
+# %% ../nbs/10_dwf.ipynb #ec6ec56f
 INITS = ('dwf', 'varmatch', 'standard', 'balanced')
 
 def init_factors(w:torch.Tensor, # the base (collapsed) weight: gives shape, device, dtype and, by default, sigma
@@ -67,7 +67,7 @@ def init_factors(w:torch.Tensor, # the base (collapsed) weight: gives shape, dev
         out.append(torch.where(neg, -mag, mag).to(w.dtype))
     return out
 
-# %% ../nbs/10_dwf.ipynb #d51e2d06
+# %% ../nbs/10_dwf.ipynb #0741a164
 def product_std_ratio(D:int, # number of factors
                       init:str='dwf', # one of `INITS`
                       sigma:float=0.05, # base init std
@@ -79,7 +79,7 @@ def product_std_ratio(D:int, # number of factors
     w = torch.randn(shape, generator=g) * sigma
     return float(Product(D)(*init_factors(w, D, init, sigma=sigma, generator=g)).std()) / sigma
 
-# %% ../nbs/10_dwf.ipynb #04bae8c4
+# %% ../nbs/10_dwf.ipynb #9f0abe2b
 FACTORIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def is_factorized(module:nn.Module) -> bool:
@@ -113,7 +113,7 @@ def factorize(model:nn.Module, # modified in place (and returned)
             for i, f in enumerate(fs): getattr(m.parametrizations.weight, f'original{i}').copy_(f)
     return model
 
-# %% ../nbs/10_dwf.ipynb #c4a62811
+# %% ../nbs/10_dwf.ipynb #64848a1f
 def factor_penalty(model:nn.Module) -> torch.Tensor:
     "1/2 * sum of squared factors over all factorized layers (what `weight_decay` on the factors minimises)."
     return sum((p.pow(2).sum() for p in factor_params(model)), torch.zeros(())) / 2
@@ -136,7 +136,7 @@ def decayed_params(model:nn.Module) -> list:
     plain = [m.weight for m in model.modules() if isinstance(m, FACTORIZABLE) and not is_factorized(m)]
     return factor_params(model) + plain
 
-# %% ../nbs/10_dwf.ipynb #23ce792c
+# %% ../nbs/10_dwf.ipynb #c6fe5d6a
 def _mask_pairs(model, mask):
     if mask is None: return []
     params = dict(model.named_parameters())
@@ -196,7 +196,7 @@ def evaluate(model:nn.Module, x:torch.Tensor, y:torch.Tensor, batch_size:int=200
         tot += float(nn.functional.cross_entropy(o, t, reduction='sum')); correct += int((o.argmax(1) == t).sum())
     return tot / len(x), correct / len(x)
 
-# %% ../nbs/10_dwf.ipynb #ef28701d
+# %% ../nbs/10_dwf.ipynb #6141baed
 def collapse(model:nn.Module # modified in place (and returned)
             ) -> nn.Module:
     "Replace every factorized weight by a plain parameter holding the product of its factors."
@@ -205,10 +205,9 @@ def collapse(model:nn.Module # modified in place (and returned)
     return model
 
 def _as_mask(d):
-    try:
-        from lth_nb.prune import Mask
-        return Mask(d)
-    except Exception: return d
+    try: from lth_nb.prune import Mask
+    except ImportError: return d
+    return Mask(d)
 
 def magnitude_mask(model:nn.Module, # factorized or plain
                    threshold:float=1e-3 # weights with |w| <= threshold are pruned
