@@ -419,6 +419,19 @@ def test_unattached_step_and_scheduler():
     assert any((p.detach()[~mk[n]] != 0).any() for n, p in prunable(m).items())
 
 
+@pytest.mark.parametrize('opt_name', ['adamw_fused', 'sgd_nesterov', 'adamax'])
+def test_enforcer_remask_every_step(opt_name):
+    m = rand_conv(3).train()
+    opt = opt_factory(opt_name)(m.parameters())
+    mk = magnitude_prune(m, 0.5)
+    enf = mask_enforcer(m, mk, opt, remask_every=1)
+    train_steps(m, opt, 6, 0, check=lambda: assert_masked(m, mk, opt))
+    assert enf.steps == 6
+    enf.detach()
+    if opt_name == 'adamax':
+        with pytest.raises(ValueError, match='remask_every=5'): mask_enforcer(m, mk, opt, remask_every=5)
+
+
 def test_eps_zero_refused():
     m = rand_mlp(0)
     opt = torch.optim.Adam(m.parameters(), eps=0.0)
