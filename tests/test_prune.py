@@ -513,3 +513,38 @@ def test_import_is_light():
     code = ("import sys, lth_nb.prune; bad=[m for m in ('torchvision','matplotlib','pandas','seaborn','ipywidgets')"
             " if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, '-c', code], check=True)
+
+
+# ---------------------------------------------------------------- the model registry's nets
+@pytest.mark.parametrize('name,width', [('lenet300_100', 0.25), ('lenet5', 0.5), ('conv2', 0.125), ('conv6', 0.125),
+                                        ('vgg11', 0.125)])
+def test_registry_nets_prune_compact_enforce(name, width):
+    models = pytest.importorskip('lth_nb.models')
+    m = models.get_model(name, width=width, seed=0).eval()
+    shape = models.MODELS[name].in_shape
+    names = list(prunable(m))
+    assert layer_kind(m, names[-1]) == 'output' and all(layer_kind(m, n) != 'output' for n in names[:-1])
+    mk = structured_prune(m, 0.5)
+    mk = magnitude_prune(m, 0.2, mk, rates={'conv': 0.15, 'fc': 0.2, 'output': 0.1})
+    small, rep = compact(m, mk, input_shape=shape)
+    x = torch.randn((4,) + shape)
+    assert torch.allclose(small(x), apply_mask(copy.deepcopy(m), mk)(x), atol=1e-5, rtol=1e-4)
+    assert rep['macs_after'] < rep['macs_before']
+    m.train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.1)
+    enf = mask_enforcer(m, mk, opt)
+    for _ in range(2):
+        opt.zero_grad(); F.cross_entropy(m(x), torch.arange(4) % 10).backward(); opt.step()
+        assert_masked(m, mk, opt)
+    enf.detach()
+
+
+@pytest.mark.parametrize('name', ['resnet20', 'mobilenetv2'])
+def test_registry_residual_nets(name):
+    models = pytest.importorskip('lth_nb.models')
+    m = models.get_model(name, width=0.25, seed=0).eval()
+    shape = models.MODELS[name].in_shape
+    with pytest.raises(ValueError, match='residual'): compact(m, structured_prune(m, 0.5), input_shape=shape)
+    sf = synflow_prune(m, 0.5, input_shape=shape, iterations=5, scope='global')   # ReLU6 handled: no empty layer
+    assert sf.n_alive == Mask.ones(m).n_total - round(0.5 * Mask.ones(m).n_total)
+    assert min(sf.alive().values()) > 0
