@@ -8,7 +8,7 @@ __all__ = ['KINDS', 'STRATEGIES', 'SAFE_OPTIMIZERS', 'SAFE_OPTIMIZERS_NAMES', 'l
            'random_prune', 'snip_prune', 'synflow_prune', 'structured_prune', 'apply_mask', 'MaskEnforcer',
            'mask_enforcer', 'to_torch_prune', 'from_torch_prune', 'sparsity_report', 'compact']
 
-# %% ../nbs/03_prune.ipynb #f347350f
+# %% ../nbs/03_prune.ipynb #157c2c47
 import copy, fnmatch, json, numbers, os, tempfile, warnings
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from torch import nn
 
 from .core import check
 
-# %% ../nbs/03_prune.ipynb #60cdbc99
+# %% ../nbs/03_prune.ipynb #2ffec1c3
 KINDS = ('conv', 'fc', 'output')
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -77,7 +77,7 @@ def prunable(model:nn.Module, # the network
                 check(False, arg, q, 'parameter/module names, patterns or kinds that match a parameter of the model')
     return out
 
-# %% ../nbs/03_prune.ipynb #35903708
+# %% ../nbs/03_prune.ipynb #2fc15d5e
 def _check_mask_tensor(name, t):
     check(isinstance(name, str), 'mask key', name, 'a parameter name (str)', TypeError)
     check(torch.is_tensor(t) and t.dtype == torch.bool, f'mask[{name!r}].dtype',
@@ -120,7 +120,7 @@ class Mask(dict):
         params = dict(model.named_parameters())
         for n, t in self.items():
             _check_mask_tensor(n, t)
-            check(n in params, 'mask layer', n, f'a parameter of the model (e.g. {list(params)[:4]})', KeyError)
+            check(n in params, 'mask layer', n, f'a parameter of the model (e.g. {list(params)[:4]})')
             check(t.shape == params[n].shape, f'mask[{n!r}].shape', tuple(t.shape), f'{tuple(params[n].shape)}')
         return self
 
@@ -141,7 +141,7 @@ class Mask(dict):
         dens = ', '.join(f'{n}: {d:.4f}' for n, d in self.layer_density().items())
         return f'Mask({len(self)} layers, density {self.density:.4f}; {dens})'
 
-# %% ../nbs/03_prune.ipynb #a9115e93
+# %% ../nbs/03_prune.ipynb #d4c63330
 def _check_rate(name, r):
     check(isinstance(r, numbers.Real) and not isinstance(r, bool) and 0 <= r < 1, name, r, '0 <= rate < 1')
 
@@ -180,7 +180,7 @@ def prune_counts(n:int, # weights in the layer
     for _ in range(rounds): out.append(out[-1] - round(rate * out[-1]))
     return out
 
-# %% ../nbs/03_prune.ipynb #5389804e
+# %% ../nbs/03_prune.ipynb #fffb98e1
 def _select(scores, mask, groups):
     "New mask: `mask` minus, in each pool, the k alive entries with the lowest score."
     new = mask.clone()
@@ -211,9 +211,14 @@ def _check_empty(new, old, allow_empty):
     return new
 
 def _start_mask(model, mask, include=None, exclude=None):
+    "The mask to start from, validated and on the devices of the parameters."
     if mask is None: return Mask.ones(model, include, exclude)
     if not isinstance(mask, Mask): mask = Mask(mask)
-    return mask.validate(model)
+    mask.validate(model)
+    ps = dict(model.named_parameters())
+    if any(t.device != ps[n].device for n, t in mask.items()):
+        mask = Mask({n: t.to(ps[n].device) for n, t in mask.items()})
+    return mask
 
 def score_prune(model:nn.Module, # the network (for layer kinds)
                 scores:dict, # {name: tensor of the parameter's shape}: low scores are pruned first
@@ -228,7 +233,7 @@ def score_prune(model:nn.Module, # the network (for layer kinds)
     groups = _groups(_layer_rates(model, mask, rate, rates), mask.alive(), scope, rate)
     return _check_empty(_select(scores, mask, groups), mask, allow_empty)
 
-# %% ../nbs/03_prune.ipynb #61c9a5a6
+# %% ../nbs/03_prune.ipynb #f7298ce4
 STRATEGIES = {}
 
 def register_strategy(name:str, fn=None):
@@ -274,7 +279,7 @@ def random_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
     scores = {n: torch.rand(t.shape, generator=g).to(t.device) for n, t in mask.items()}
     return score_prune(model, scores, rate, mask, scope, rates, allow_empty)
 
-# %% ../nbs/03_prune.ipynb #787ad3c3
+# %% ../nbs/03_prune.ipynb #2f598dea
 def _batch(data, batch_size):
     if isinstance(data, (tuple, list)) and len(data) == 2: return data[0], data[1]
     if hasattr(data, 'x_train') and hasattr(data, 'y_train'): return data.x_train[:batch_size], data.y_train[:batch_size]
@@ -353,7 +358,7 @@ def synflow_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
         cur = _select(scores, cur, groups)
     return _check_empty(cur, mask, allow_empty)
 
-# %% ../nbs/03_prune.ipynb #a67c6845
+# %% ../nbs/03_prune.ipynb #5091cf0a
 @register_strategy('structured')
 def structured_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
                      norm='l1', # 'l1' or 'l2' norm of a unit's weights
@@ -378,7 +383,7 @@ def structured_prune(model, rate, mask=None, scope='layer', rates=None, data=Non
     new = Mask({n: mask[n] & new_units[n].reshape((-1,) + (1,) * (mask[n].dim() - 1)) for n in mask})
     return _check_empty(new, mask, allow_empty)
 
-# %% ../nbs/03_prune.ipynb #f163260a
+# %% ../nbs/03_prune.ipynb #308c392b
 SAFE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.NAdam,
                    torch.optim.RAdam, torch.optim.Adagrad)
 SAFE_OPTIMIZERS_NAMES = ', '.join(o.__name__ for o in SAFE_OPTIMIZERS)
@@ -474,7 +479,7 @@ def mask_enforcer(model:nn.Module, # the network whose weights are masked
     "Zero pruned weights and state now and keep them zero across `optimizer.step()` calls."
     return MaskEnforcer(model, mask, optimizer, attach, remask_every)
 
-# %% ../nbs/03_prune.ipynb #df04574f
+# %% ../nbs/03_prune.ipynb #f2f74a56
 def to_torch_prune(model:nn.Module, mask:Mask) -> nn.Module:
     "Install `mask` with `torch.nn.utils.prune.custom_from_mask` (in place); returns the model."
     from torch.nn.utils import prune
@@ -497,7 +502,7 @@ def from_torch_prune(model:nn.Module, remove:bool=False) -> Mask:
         for _, mod, pn, _ in found: prune.remove(mod, pn)
     return out
 
-# %% ../nbs/03_prune.ipynb #0b67c5d0
+# %% ../nbs/03_prune.ipynb #04decd7e
 def sparsity_report(model:nn.Module, # the network
                     mask=None, # a `Mask`; None = read sparsity from the stored zeros of the prunable weights
                     as_frame:bool=False # return a pandas DataFrame instead of a list of dicts
@@ -520,7 +525,7 @@ def sparsity_report(model:nn.Module, # the network
         return pd.DataFrame(rows).set_index('layer')
     return rows
 
-# %% ../nbs/03_prune.ipynb #b0d28cd7
+# %% ../nbs/03_prune.ipynb #ebfc7964
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.Identity,
                 nn.Dropout, nn.Dropout1d, nn.Dropout2d)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -571,7 +576,7 @@ def _macs(seq, x):
 
 def _nparams(m): return sum(p.numel() for p in m.parameters())
 
-# %% ../nbs/03_prune.ipynb #f0e91ffe
+# %% ../nbs/03_prune.ipynb #46db6277
 def _slice_bn(bn, idx):
     new = type(bn)(len(idx), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
                    track_running_stats=bn.track_running_stats)
@@ -587,7 +592,7 @@ def compact(model:nn.Module, # a sequential chain of Linear/Conv2d layers
             input_shape=None, # shape of one input; default model.in_shape, or (in_features,) for an MLP
             atol:float=1e-4 # tolerance of the built-in output check
            ):
-    "A smaller dense `nn.Sequential` with the same outputs (eval mode), and a report of params/MACs before and after."
+    "A smaller dense `nn.Sequential` with the same outputs (eval mode), and a report of params/FLOPs before and after."
     mask = _start_mask(model, mask)
     ops = _chain(model)
     names = [n for n, _ in ops]
@@ -668,8 +673,9 @@ def compact(model:nn.Module, # a sequential chain of Linear/Conv2d layers
     diff = (small(x) - ref(x)).abs().max().item()
     if diff > atol * max(1.0, ref(x).abs().max().item()):
         raise RuntimeError(f"compact(): outputs differ by {diff:.3g} (> atol={atol}); please report this model")
-    report = dict(params_before=_nparams(ref), params_after=_nparams(small), macs_before=_macs(ref, x[:1]),
-                  macs_after=_macs(small, x[:1]), units_before=units_before,
+    macs_before, macs_after = _macs(ref, x[:1]), _macs(small, x[:1])
+    report = dict(params_before=_nparams(ref), params_after=_nparams(small), macs_before=macs_before,
+                  macs_after=macs_after, flops_before=2 * macs_before, flops_after=2 * macs_after, units_before=units_before,
                   units_after={names[i]: mods[i].weight.shape[0] for i in layers},
                   kept_unfoldable=kept_unfoldable, max_abs_diff=diff)
     return small, report
