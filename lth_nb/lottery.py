@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['LOTTERY_VERSION', 'SCOPES', 'CONTROLS', 'RECORD_KEYS', 'TIERS', 'PRESETS', 'LotteryConfig', 'control_seed',
-           'build_model', 'load_data', 'random_mask_like', 'LotteryRun', 'stage_name', 'imp', 'rounds_done',
-           'load_round', 'records', 'summary', 'find_runs', 'one_shot_rates', 'one_shot', 'finetune_config',
-           'prune_finetune', 'Preset', 'register_preset', 'get_preset', 'preset', 'preset_seeds', 'run_preset']
+           'build_model', 'load_data', 'random_mask_like', 'check_data', 'LotteryRun', 'stage_name', 'imp',
+           'rounds_done', 'load_round', 'records', 'summary', 'find_runs', 'one_shot_rates', 'one_shot',
+           'finetune_config', 'prune_finetune', 'Preset', 'register_preset', 'get_preset', 'preset', 'preset_seeds',
+           'run_preset']
 
 # %% ../nbs/05_lottery.ipynb #b6b04026
 import copy, dataclasses, math, time
@@ -132,11 +133,14 @@ def _metrics(res, mask, **extra) -> dict:
     d.update(density=mask.density, layer_density=mask.layer_density(), **extra)
     return d
 
-def _check_data(cfg, data):
+def check_data(cfg:LotteryConfig, data) -> tuple:
+    "Check `cfg` against `data` (budget, rewind point, batch size) before training; returns (budget, rewind) in iterations."
     n = len(data.x_train); T = cfg.train.total_iters(n); R = cfg.rewind_at(n)
     check(0 <= R < T, 'rewind_iter', R, f'0 <= rewind point < the budget of {T} iterations')
     check(cfg.train.batch_size <= n, 'batch_size', cfg.train.batch_size, f'<= the {n} training examples')
     return T, R
+
+_check_data = check_data   # old name, kept for callers
 
 # %% ../nbs/05_lottery.ipynb #4ddad2ba
 @dataclass
@@ -167,7 +171,7 @@ def _imp_loop(cfg, store, kind, identity, data, device, progress, callbacks, mod
     "IMP rounds (mode 'rewind') or prune & fine-tune rounds (mode 'finetune', training config `ft`)."
     from lth_nb.prune import Mask, get_strategy
     run = store.run(kind, identity, version=LOTTERY_VERSION)
-    tcfg = cfg.train_cfg(); T, R = _check_data(cfg, data)
+    tcfg = cfg.train_cfg(); T, R = check_data(cfg, data)
     model = build_model(cfg, data, device=data.device)
     rates = cfg.layer_rates(model); strategy = get_strategy(cfg.strategy)
     lr = LotteryRun(run, cfg)
@@ -346,7 +350,7 @@ def one_shot(cfg:LotteryConfig, # the experiment; its dense round 0 is shared wi
     for d in densities: check(isinstance(d, (int, float)) and 0 < d <= 1, 'density', d, '0 < density <= 1')
     store = store or Store()
     if data is None: data = load_data(cfg, device, data_root)
-    T, R = _check_data(cfg, data)
+    T, R = check_data(cfg, data)
     model = build_model(cfg, data); rates = cfg.layer_rates(model)
     sizes = {n: p.numel() for n, p in model.named_parameters() if n in rates}
     plans = {d: one_shot_rates(rates, sizes, d) for d in densities}   # errors before training
@@ -391,7 +395,7 @@ def prune_finetune(cfg:LotteryConfig, # the experiment; `rounds` pruning steps, 
     "Pruning & fine-tuning (Liu et al.): prune the trained weights each round and fine-tune them (no rewinding)."
     store = store or Store()
     if data is None: data = load_data(cfg, device, data_root)
-    _check_data(cfg, data)
+    check_data(cfg, data)
     ft = finetune_config(cfg, len(data.x_train), finetune_iters, finetune_lr)
     cfg.layer_rates(build_model(cfg, data))   # bad layer names error before training
     dense = _dense(cfg, store, data, device, progress, callbacks)
@@ -477,7 +481,7 @@ register_preset('conv2_fashion_mnist', "Conv-2 on Fashion-MNIST: an offline stan
     base=dict(model='conv2', init='glorot', data='fashion_mnist', val_size=5000,
               train=dict(optimizer='adam', lr=2e-4, batch_size=60, iterations=20_000, eval_every=100, augment=False),
               rate=0.2, rates={'conv': 0.1, 'fc': 0.2, 'output': 0.1}, scope='layer', rounds=20),
-    tiers=dict(ci=dict(val_size=1000, data_kw=dict(n_test=1000), train=dict(iterations=100, eval_every=50), rounds=2),
+    tiers=dict(ci=dict(val_size=500, data_kw=dict(n_test=500), train=dict(iterations=100, eval_every=50), rounds=2),
                quick=dict(train=dict(iterations=1000, eval_every=100), rounds=6, reinits=1),
                full=dict(reinits=3)))
 
@@ -509,5 +513,5 @@ def run_preset(name:str, # a key of `PRESETS`
     check(len(seeds) > 0 and all(isinstance(s, int) and s >= 0 for s in seeds), 'seeds', seeds, 'non-negative ints')
     cfgs = [preset(name, tier, s, **overrides) for s in seeds]   # all configs validated before any training
     if data is None: data = load_data(cfgs[0], device, data_root)
-    for c in cfgs: _check_data(c, data)
+    for c in cfgs: check_data(c, data)
     return [imp(c, store, data, device, progress, callbacks) for c in cfgs]
