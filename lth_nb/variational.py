@@ -8,7 +8,7 @@ __all__ = ['GATE_MODES', 'PARAMETRIC', 'BernoulliGate', 'disarm_grad', 'Select',
            'VariationalConfig', 'evaluate_gated', 'GatedResult', 'train_gated', 'gate_report', 'count_weights',
            'verdict']
 
-# %% ../nbs/09_variational.ipynb #e2e2ae05
+# %% ../nbs/09_variational.ipynb #3a5e4544
 import math, time
 from dataclasses import dataclass, field, asdict
 import torch
@@ -16,12 +16,12 @@ from torch import nn
 import torch.nn.functional as F
 from .core import check, Config
 
-# %% ../nbs/09_variational.ipynb #4774cd86
+# %% ../nbs/09_variational.ipynb #ba53843d
 GATE_MODES = ('pair', 'sample', 'map', 'mean', 'off')
 PARAMETRIC = (nn.Linear, nn.Conv2d)
 _STRUCTURAL = (nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 
-# %% ../nbs/09_variational.ipynb #6f5c1b31
+# %% ../nbs/09_variational.ipynb #99634a19
 class BernoulliGate(nn.Module):
     "Multiply each of `n` units (dim 1 of the input) by a gate z ~ Bernoulli(sigmoid(logit))."
     def __init__(self, n:int, # number of units (features or channels) this gate controls
@@ -58,7 +58,7 @@ class BernoulliGate(nn.Module):
         if z.dim() == 1: z = z.expand(x.shape[0], -1)
         return x * z.view(*z.shape, *([1] * (x.dim() - 2)))
 
-# %% ../nbs/09_variational.ipynb #bc34dcfd
+# %% ../nbs/09_variational.ipynb #d19e7641
 def disarm_grad(gate:BernoulliGate, # a gate whose last forward ran in mode 'pair'
                 loss_pair:torch.Tensor): # per-example losses of the 2B rows [x; x]
     "DisARM estimate of d E_q[mean loss] / d logit from the last 'pair' forward (Dong et al. 2020)."
@@ -70,7 +70,7 @@ def disarm_grad(gate:BernoulliGate, # a gate whose last forward ran in mode 'pai
     w = (1 - 2 * bt) * (b != bt).to(b.dtype) * torch.sigmoid(gate.logit.detach().abs())
     return (0.5 * (f - ft)[:, None] * w).mean(0)
 
-# %% ../nbs/09_variational.ipynb #5d9a276b
+# %% ../nbs/09_variational.ipynb #8d6625b8
 class Select(nn.Module):
     "Keep the features `index` (dim 1) of a flat input: what is left of the input after input units are removed."
     def __init__(self, n:int):
@@ -100,7 +100,7 @@ def _slice(module:nn.Module, attr:str, dim:int, idx:torch.Tensor, optimizer=None
             opt.state[new] = {k: v.index_select(dim, idx).contiguous() if torch.is_tensor(v) and v.shape == old.shape else v
                               for k, v in st.items()}
 
-# %% ../nbs/09_variational.ipynb #b1982bff
+# %% ../nbs/09_variational.ipynb #e20c6d7b
 class GatedNet(nn.Module):
     "A sequential Linear/Conv2d network with a `BernoulliGate` on every hidden unit/filter (and optionally on the inputs)."
     def __init__(self, model:nn.Module, # sequential net: Linear/Conv2d/activations/pooling/Flatten leaves, run in order
@@ -179,6 +179,9 @@ class GatedNet(nn.Module):
     def units(self) -> dict:
         "Remaining units/filters per gated layer."
         return {g.name: g.logit.numel() for g in self.gates}
+    def map_units(self) -> dict:
+        "Units per gated layer that the deterministic ('map') network keeps: q(z=1) > 1/2."
+        return {g.name: int((g.p > 0.5).sum()) for g in self.gates}
 
     @torch.no_grad()
     def remove_units(self, keep:dict, # gate name -> bool tensor of the units to keep
@@ -224,7 +227,7 @@ class GatedNet(nn.Module):
         mods = [m for m in net.body if not isinstance(m, BernoulliGate)]
         return nn.Sequential(*mods)
 
-# %% ../nbs/09_variational.ipynb #527ba24f
+# %% ../nbs/09_variational.ipynb #ab0c7316
 def spike_slab_log_prior(w:torch.Tensor, # weights of one layer
                          slab:torch.Tensor, # q(slab) per weight: product of the gate probabilities of its two ends
                          s:float, # slab variance
@@ -249,7 +252,7 @@ def slab_probs(m:nn.Module, gin, cols:int, gout) -> torch.Tensor:
     pout = gout.p if gout is not None else W.new_ones(W.shape[0])
     return pout.view((-1,) + (1,) * (W.dim() - 1)).expand_as(W)
 
-# %% ../nbs/09_variational.ipynb #28d24279
+# %% ../nbs/09_variational.ipynb #bedf137a
 def bernoulli_kl(theta:torch.Tensor, lam:float, eps:float=1e-7):
     "KL(Bern(theta) || Bern(lam)) elementwise."
     t = theta.clamp(eps, 1 - eps)
@@ -265,7 +268,7 @@ def optimal_lambda(theta:torch.Tensor, # q(z=1) of the remaining units of one la
 def log_beta_pdf(x:float, a:float, b:float):
     return (a - 1) * math.log(x) + (b - 1) * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
 
-# %% ../nbs/09_variational.ipynb #efa4087a
+# %% ../nbs/09_variational.ipynb #5cbffbbc
 def elbo_terms(net:GatedNet, # the gated network
                nll:torch.Tensor, # mean negative log-likelihood of the batch (an estimate of E_q[-log p(y|x,w,z)])
                n_data:int, # training-set size N
@@ -288,16 +291,16 @@ def elbo_terms(net:GatedNet, # the gated network
     t['loss'] = t['nll'] + t['kl_gates'] + t['neg_log_prior_w'] + t['neg_log_hyper']
     return t
 
-# %% ../nbs/09_variational.ipynb #d4cc13c9
+# %% ../nbs/09_variational.ipynb #74e7790d
 @dataclass
 class VariationalConfig(Config):
     "Settings of `train_gated`: optimisation, gates, priors, hyper-prior, removal."
     iterations:int = 2000      # optimisation steps
     batch_size:int = 100       # examples per step (each is run twice: the DisARM pair)
-    lr:float = 0.05            # SGD learning rate of the weights
+    lr:float = 0.1             # SGD learning rate of the weights
     momentum:float = 0.9       # SGD momentum of the weights
     gate_lr:float = 0.05       # Adam learning rate of the gate logits
-    init_p:float = 0.9         # initial q(z=1)
+    init_p:float = 0.95        # initial q(z=1)
     threshold:float = 0.01     # units with q(z=1) below this are removed
     prune_every:int = 10       # check the threshold every this many steps
     hyper_a:float = 1.0        # Beta(a, b*N) hyper-prior on each layer's prior lambda
@@ -319,7 +322,7 @@ class VariationalConfig(Config):
         check(self.hyper_a >= 1, 'hyper_a', self.hyper_a, '>= 1 (so the MAP of lambda is finite)')
         check(self.eval_every >= 0 and self.track >= 0, 'eval_every/track', (self.eval_every, self.track), '>= 0')
 
-# %% ../nbs/09_variational.ipynb #dbe6c683
+# %% ../nbs/09_variational.ipynb #98a7bc58
 @torch.no_grad()
 def evaluate_gated(net:nn.Module, x, y, batch_size:int=1000):
     "(mean loss, accuracy) of `net` (a `GatedNet` is evaluated as its deterministic 'map' network)."
@@ -340,7 +343,8 @@ class GatedResult:
     trajectories:dict = field(default_factory=dict)  # layer -> {'iters': [...], 'units': [orig ids], 'p': [[...] per record]}
     removed_at:dict = field(default_factory=dict)  # layer -> list over original units: step of removal or -1 (kept)
     units_start:dict = field(default_factory=dict)
-    units_final:dict = field(default_factory=dict)
+    units_final:dict = field(default_factory=dict)     # units still present (not removed)
+    units_map:dict = field(default_factory=dict)       # units the deterministic net keeps (q > 1/2)
     final_test_acc:float = float('nan')
     final_val_acc:float = float('nan')
     max_gate_dist:float = float('nan')             # max over kept units of 1 - q(z=1) (removed units are exactly 0)
@@ -351,7 +355,7 @@ def _train_batches(n, bs, gen):
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n - bs + 1, bs): yield perm[i:i + bs]
 
-# %% ../nbs/09_variational.ipynb #1a67e128
+# %% ../nbs/09_variational.ipynb #5ff179f9
 def train_gated(net:GatedNet, # gated network (trained in place; units are removed from it)
                 data, # object with x_train, y_train, x_val, y_val, x_test, y_test tensors
                 cfg:VariationalConfig=None, # settings
@@ -406,13 +410,13 @@ def train_gated(net:GatedNet, # gated network (trained in place; units are remov
             res.history.append(rec)
             if log: log(f"it {it}: loss {rec['loss']:.4f} nll {rec['nll']:.4f} units {rec['units']} val_acc {rec['val_acc']:.4f} {rec['ms_per_iter']:.1f} ms/it")
         for cb in callbacks: cb(net, it, terms)
-    res.units_final = net.units()
+    res.units_final, res.units_map = net.units(), net.map_units()
     res.final_val_acc = evaluate_gated(net, data.x_val, data.y_val)[1]
     res.final_test_acc = evaluate_gated(net, data.x_test, data.y_test)[1]
     res.max_gate_dist = max([float(1 - g.p.detach().min()) for g in net.gates if g.logit.numel()] + [0.0])
     return res
 
-# %% ../nbs/09_variational.ipynb #d3348e32
+# %% ../nbs/09_variational.ipynb #4d97478f
 def gate_report(net:GatedNet) -> dict:
     "Per gated layer: units at start, remaining, and the largest distance of a remaining gate probability from 1."
     return {g.name: dict(start=g.n_total, remaining=g.logit.numel(),

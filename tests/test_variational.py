@@ -151,7 +151,7 @@ def test_toy_removes_exactly_the_irrelevant_inputs_and_dead_units(seed):
     base = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
     with torch.no_grad(): base[0].weight[4:] = 0; base[0].bias[4:] = -1.0   # units 4..7 dead: known irrelevant
     net = GatedNet(base, in_shape=(6,), gate_inputs=True)
-    cfg = VariationalConfig(iterations=1200, batch_size=50, eval_every=0, gate_lr=0.1, threshold=0.05, seed=seed)
+    cfg = VariationalConfig(iterations=1200, batch_size=50, eval_every=0, lr=0.05, init_p=0.9, gate_lr=0.1, threshold=0.05, seed=seed)
     res = train_gated(net, data, cfg)
     assert net.gates[0].orig_index.tolist() == [0, 1, 2]
     assert set(net.gates[1].orig_index.tolist()).isdisjoint({4, 5, 6, 7})
