@@ -191,6 +191,32 @@ def test_ties_are_broken_by_position():
     assert magnitude_prune(m, 0.5, scope='global').equal(g)
 
 
+def stable_sort_reference(scores, mask, names, k):
+    idxs = [mask[n].reshape(-1).nonzero().squeeze(1) for n in names]
+    allv = torch.cat([scores[n].reshape(-1)[i] for n, i in zip(names, idxs)])
+    order = torch.sort(allv, stable=True).indices[:k]
+    out, start = {n: mask[n].clone() for n in names}, 0
+    for n, i in zip(names, idxs):
+        sel = order[(order >= start) & (order < start + len(i))] - start
+        out[n].view(-1)[i[sel]] = False
+        start += len(i)
+    return out
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_selection_with_many_ties_equals_a_stable_sort(seed):
+    m = rand_mlp(seed)
+    g = torch.Generator().manual_seed(seed)
+    scores = {n: torch.randint(0, 3, p.shape, generator=g).float() for n, p in prunable(m).items()}
+    mk = random_prune(m, 0.3, seed=seed)
+    got = score_prune(m, scores, 0.45, mk, scope='global')
+    ref = stable_sort_reference(scores, mk, list(mk), round(0.45 * mk.n_alive))
+    assert all(torch.equal(got[n], ref[n]) for n in mk)
+    got = score_prune(m, scores, 0.45, mk)
+    for n in mk:
+        assert torch.equal(got[n], stable_sort_reference(scores, mk, [n], round(0.45 * mk.alive()[n]))[n])
+
+
 # ---------------------------------------------------------------- oracle: torch.nn.utils.prune
 @pytest.mark.parametrize('kind,seed', MODELS)
 def test_oracle_layerwise(kind, seed):
