@@ -8,7 +8,7 @@ __all__ = ['GATE_MODES', 'PARAMETRIC', 'BernoulliGate', 'disarm_grad', 'Select',
            'VariationalConfig', 'evaluate_gated', 'GatedResult', 'train_gated', 'gate_report', 'count_weights',
            'verdict']
 
-# %% ../nbs/09_variational.ipynb #3a5e4544
+# %% ../nbs/09_variational.ipynb #b40698a2
 import math, time
 from dataclasses import dataclass, field, asdict
 import torch
@@ -16,12 +16,12 @@ from torch import nn
 import torch.nn.functional as F
 from .core import check, Config
 
-# %% ../nbs/09_variational.ipynb #ba53843d
+# %% ../nbs/09_variational.ipynb #c6104cfb
 GATE_MODES = ('pair', 'sample', 'map', 'mean', 'off')
 PARAMETRIC = (nn.Linear, nn.Conv2d)
 _STRUCTURAL = (nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 
-# %% ../nbs/09_variational.ipynb #99634a19
+# %% ../nbs/09_variational.ipynb #92f86d7c
 class BernoulliGate(nn.Module):
     "Multiply each of `n` units (dim 1 of the input) by a gate z ~ Bernoulli(sigmoid(logit))."
     def __init__(self, n:int, # number of units (features or channels) this gate controls
@@ -58,7 +58,7 @@ class BernoulliGate(nn.Module):
         if z.dim() == 1: z = z.expand(x.shape[0], -1)
         return x * z.view(*z.shape, *([1] * (x.dim() - 2)))
 
-# %% ../nbs/09_variational.ipynb #d19e7641
+# %% ../nbs/09_variational.ipynb #f0c268cf
 def disarm_grad(gate:BernoulliGate, # a gate whose last forward ran in mode 'pair'
                 loss_pair:torch.Tensor): # per-example losses of the 2B rows [x; x]
     "DisARM estimate of d E_q[mean loss] / d logit from the last 'pair' forward (Dong et al. 2020)."
@@ -70,7 +70,7 @@ def disarm_grad(gate:BernoulliGate, # a gate whose last forward ran in mode 'pai
     w = (1 - 2 * bt) * (b != bt).to(b.dtype) * torch.sigmoid(gate.logit.detach().abs())
     return (0.5 * (f - ft)[:, None] * w).mean(0)
 
-# %% ../nbs/09_variational.ipynb #8d6625b8
+# %% ../nbs/09_variational.ipynb #786b6496
 class Select(nn.Module):
     "Keep the features `index` (dim 1) of a flat input: what is left of the input after input units are removed."
     def __init__(self, n:int):
@@ -100,7 +100,7 @@ def _slice(module:nn.Module, attr:str, dim:int, idx:torch.Tensor, optimizer=None
             opt.state[new] = {k: v.index_select(dim, idx).contiguous() if torch.is_tensor(v) and v.shape == old.shape else v
                               for k, v in st.items()}
 
-# %% ../nbs/09_variational.ipynb #e20c6d7b
+# %% ../nbs/09_variational.ipynb #95a3ee85
 class GatedNet(nn.Module):
     "A sequential Linear/Conv2d network with a `BernoulliGate` on every hidden unit/filter (and optionally on the inputs)."
     def __init__(self, model:nn.Module, # sequential net: Linear/Conv2d/activations/pooling/Flatten leaves, run in order
@@ -227,7 +227,7 @@ class GatedNet(nn.Module):
         mods = [m for m in net.body if not isinstance(m, BernoulliGate)]
         return nn.Sequential(*mods)
 
-# %% ../nbs/09_variational.ipynb #ab0c7316
+# %% ../nbs/09_variational.ipynb #9ed155e5
 def spike_slab_log_prior(w:torch.Tensor, # weights of one layer
                          slab:torch.Tensor, # q(slab) per weight: product of the gate probabilities of its two ends
                          s:float, # slab variance
@@ -252,7 +252,7 @@ def slab_probs(m:nn.Module, gin, cols:int, gout) -> torch.Tensor:
     pout = gout.p if gout is not None else W.new_ones(W.shape[0])
     return pout.view((-1,) + (1,) * (W.dim() - 1)).expand_as(W)
 
-# %% ../nbs/09_variational.ipynb #bedf137a
+# %% ../nbs/09_variational.ipynb #c5e16f10
 def bernoulli_kl(theta:torch.Tensor, lam:float, eps:float=1e-7):
     "KL(Bern(theta) || Bern(lam)) elementwise."
     t = theta.clamp(eps, 1 - eps)
@@ -268,7 +268,7 @@ def optimal_lambda(theta:torch.Tensor, # q(z=1) of the remaining units of one la
 def log_beta_pdf(x:float, a:float, b:float):
     return (a - 1) * math.log(x) + (b - 1) * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
 
-# %% ../nbs/09_variational.ipynb #5cbffbbc
+# %% ../nbs/09_variational.ipynb #5df8744c
 def elbo_terms(net:GatedNet, # the gated network
                nll:torch.Tensor, # mean negative log-likelihood of the batch (an estimate of E_q[-log p(y|x,w,z)])
                n_data:int, # training-set size N
@@ -291,7 +291,7 @@ def elbo_terms(net:GatedNet, # the gated network
     t['loss'] = t['nll'] + t['kl_gates'] + t['neg_log_prior_w'] + t['neg_log_hyper']
     return t
 
-# %% ../nbs/09_variational.ipynb #74e7790d
+# %% ../nbs/09_variational.ipynb #0ee5c386
 @dataclass
 class VariationalConfig(Config):
     "Settings of `train_gated`: optimisation, gates, priors, hyper-prior, removal."
@@ -322,7 +322,7 @@ class VariationalConfig(Config):
         check(self.hyper_a >= 1, 'hyper_a', self.hyper_a, '>= 1 (so the MAP of lambda is finite)')
         check(self.eval_every >= 0 and self.track >= 0, 'eval_every/track', (self.eval_every, self.track), '>= 0')
 
-# %% ../nbs/09_variational.ipynb #98a7bc58
+# %% ../nbs/09_variational.ipynb #237c704b
 @torch.no_grad()
 def evaluate_gated(net:nn.Module, x, y, batch_size:int=1000):
     "(mean loss, accuracy) of `net` (a `GatedNet` is evaluated as its deterministic 'map' network)."
@@ -347,7 +347,8 @@ class GatedResult:
     units_map:dict = field(default_factory=dict)       # units the deterministic net keeps (q > 1/2)
     final_test_acc:float = float('nan')
     final_val_acc:float = float('nan')
-    max_gate_dist:float = float('nan')             # max over kept units of 1 - q(z=1) (removed units are exactly 0)
+    max_gate_dist:float = float('nan')             # max over all gates of min(q, 1-q) (removed gates are exactly 0)
+    final_p:dict = field(default_factory=dict)     # layer -> final q(z=1) of every original unit (0 for removed ones)
     def to_dict(self): return asdict(self)
 
 def _train_batches(n, bs, gen):
@@ -355,7 +356,7 @@ def _train_batches(n, bs, gen):
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n - bs + 1, bs): yield perm[i:i + bs]
 
-# %% ../nbs/09_variational.ipynb #5ff179f9
+# %% ../nbs/09_variational.ipynb #8953f8f4
 def train_gated(net:GatedNet, # gated network (trained in place; units are removed from it)
                 data, # object with x_train, y_train, x_val, y_val, x_test, y_test tensors
                 cfg:VariationalConfig=None, # settings
@@ -413,10 +414,14 @@ def train_gated(net:GatedNet, # gated network (trained in place; units are remov
     res.units_final, res.units_map = net.units(), net.map_units()
     res.final_val_acc = evaluate_gated(net, data.x_val, data.y_val)[1]
     res.final_test_acc = evaluate_gated(net, data.x_test, data.y_test)[1]
-    res.max_gate_dist = max([float(1 - g.p.detach().min()) for g in net.gates if g.logit.numel()] + [0.0])
+    for g in net.gates:
+        fp = [0.0] * g.n_total
+        for o, p in zip(g.orig_index.tolist(), g.p.detach().tolist()): fp[o] = round(p, 4)
+        res.final_p[g.name] = fp
+    res.max_gate_dist = max([float(torch.minimum(g.p, 1 - g.p).detach().max()) for g in net.gates if g.logit.numel()] + [0.0])
     return res
 
-# %% ../nbs/09_variational.ipynb #4d97478f
+# %% ../nbs/09_variational.ipynb #2170997d
 def gate_report(net:GatedNet) -> dict:
     "Per gated layer: units at start, remaining, and the largest distance of a remaining gate probability from 1."
     return {g.name: dict(start=g.n_total, remaining=g.logit.numel(),
