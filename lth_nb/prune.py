@@ -8,7 +8,7 @@ __all__ = ['KINDS', 'STRATEGIES', 'SAFE_OPTIMIZERS', 'SAFE_OPTIMIZERS_NAMES', 'l
            'random_prune', 'snip_prune', 'synflow_prune', 'structured_prune', 'apply_mask', 'MaskEnforcer',
            'mask_enforcer', 'to_torch_prune', 'from_torch_prune', 'sparsity_report', 'compact']
 
-# %% ../nbs/03_prune.ipynb #fb8fac70
+# %% ../nbs/03_prune.ipynb #a456af44
 import copy, fnmatch, json, numbers, os, tempfile, warnings
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from torch import nn
 
 from .core import check
 
-# %% ../nbs/03_prune.ipynb #ad7cfca5
+# %% ../nbs/03_prune.ipynb #5513b29f
 KINDS = ('conv', 'fc', 'output')
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -77,7 +77,7 @@ def prunable(model:nn.Module, # the network
                 check(False, arg, q, 'parameter/module names, patterns or kinds that match a parameter of the model')
     return out
 
-# %% ../nbs/03_prune.ipynb #f6188048
+# %% ../nbs/03_prune.ipynb #2ce090b5
 def _check_mask_tensor(name, t):
     check(isinstance(name, str), 'mask key', name, 'a parameter name (str)', TypeError)
     check(torch.is_tensor(t) and t.dtype == torch.bool, f'mask[{name!r}].dtype',
@@ -141,7 +141,7 @@ class Mask(dict):
         dens = ', '.join(f'{n}: {d:.4f}' for n, d in self.layer_density().items())
         return f'Mask({len(self)} layers, density {self.density:.4f}; {dens})'
 
-# %% ../nbs/03_prune.ipynb #e0ddd7ef
+# %% ../nbs/03_prune.ipynb #74034b12
 def _check_rate(name, r):
     check(isinstance(r, numbers.Real) and not isinstance(r, bool) and 0 <= r < 1, name, r, '0 <= rate < 1')
 
@@ -180,7 +180,7 @@ def prune_counts(n:int, # weights in the layer
     for _ in range(rounds): out.append(out[-1] - round(rate * out[-1]))
     return out
 
-# %% ../nbs/03_prune.ipynb #eab7d3ba
+# %% ../nbs/03_prune.ipynb #11d74bc1
 def _select(scores, mask, groups):
     "New mask: `mask` minus, in each pool, the k alive entries with the lowest score."
     new = mask.clone()
@@ -236,7 +236,7 @@ def score_prune(model:nn.Module, # the network (for layer kinds)
     groups = _groups(_layer_rates(model, mask, rate, rates), mask.alive(), scope, rate)
     return _check_empty(_select(scores, mask, groups), mask, allow_empty)
 
-# %% ../nbs/03_prune.ipynb #31eb6157
+# %% ../nbs/03_prune.ipynb #8f4e173b
 STRATEGIES = {}
 
 def register_strategy(name:str, fn=None):
@@ -282,7 +282,7 @@ def random_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
     scores = {n: torch.rand(t.shape, generator=g).to(t.device) for n, t in mask.items()}
     return score_prune(model, scores, rate, mask, scope, rates, allow_empty)
 
-# %% ../nbs/03_prune.ipynb #d4f37dc3
+# %% ../nbs/03_prune.ipynb #35bd41ca
 def _batch(data, batch_size):
     if isinstance(data, (tuple, list)) and len(data) == 2: return data[0], data[1]
     if hasattr(data, 'x_train') and hasattr(data, 'y_train'): return data.x_train[:batch_size], data.y_train[:batch_size]
@@ -361,7 +361,7 @@ def synflow_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
         cur = _select(scores, cur, groups)
     return _check_empty(cur, mask, allow_empty)
 
-# %% ../nbs/03_prune.ipynb #c9866ccc
+# %% ../nbs/03_prune.ipynb #1e7255ef
 @register_strategy('structured')
 def structured_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
                      norm='l1', # 'l1' or 'l2' norm of a unit's weights
@@ -386,7 +386,7 @@ def structured_prune(model, rate, mask=None, scope='layer', rates=None, data=Non
     new = Mask({n: mask[n] & new_units[n].reshape((-1,) + (1,) * (mask[n].dim() - 1)) for n in mask})
     return _check_empty(new, mask, allow_empty)
 
-# %% ../nbs/03_prune.ipynb #513b8dc7
+# %% ../nbs/03_prune.ipynb #9129497d
 SAFE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.NAdam,
                    torch.optim.RAdam, torch.optim.Adagrad)
 SAFE_OPTIMIZERS_NAMES = ', '.join(o.__name__ for o in SAFE_OPTIMIZERS)
@@ -407,7 +407,7 @@ class MaskEnforcer:
                 eps = g.get('eps', None)
                 check(not (isinstance(eps, numbers.Real) and eps == 0), 'eps', eps,
                       '> 0 (with eps=0 the update of a pruned weight is 0/0 = NaN)')
-        self.safe = isinstance(optimizer, SAFE_OPTIMIZERS)
+        self.safe = type(optimizer) in SAFE_OPTIMIZERS   # exact types: a subclass may change the update
         if remask_every is None: remask_every = 100 if self.safe else 1
         check(isinstance(remask_every, int) and remask_every >= 1 and (self.safe or remask_every == 1) or
               optimizer is None, 'remask_every', remask_every, f'1 (or any int >= 1 for {SAFE_OPTIMIZERS_NAMES})')
@@ -482,7 +482,7 @@ def mask_enforcer(model:nn.Module, # the network whose weights are masked
     "Zero pruned weights and state now and keep them zero across `optimizer.step()` calls."
     return MaskEnforcer(model, mask, optimizer, attach, remask_every)
 
-# %% ../nbs/03_prune.ipynb #297f6520
+# %% ../nbs/03_prune.ipynb #d2797af3
 def to_torch_prune(model:nn.Module, mask:Mask) -> nn.Module:
     "Install `mask` with `torch.nn.utils.prune.custom_from_mask` (in place); returns the model."
     from torch.nn.utils import prune
@@ -505,7 +505,7 @@ def from_torch_prune(model:nn.Module, remove:bool=False) -> Mask:
         for _, mod, pn, _ in found: prune.remove(mod, pn)
     return out
 
-# %% ../nbs/03_prune.ipynb #0c42c2c5
+# %% ../nbs/03_prune.ipynb #ee41e2a5
 def sparsity_report(model:nn.Module, # the network
                     mask=None, # a `Mask`; None = read sparsity from the stored zeros of the prunable weights
                     as_frame:bool=False # return a pandas DataFrame instead of a list of dicts
@@ -528,7 +528,7 @@ def sparsity_report(model:nn.Module, # the network
         return pd.DataFrame(rows).set_index('layer')
     return rows
 
-# %% ../nbs/03_prune.ipynb #4e9de45e
+# %% ../nbs/03_prune.ipynb #9ce073cd
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.Identity,
                 nn.Dropout, nn.Dropout1d, nn.Dropout2d)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -579,7 +579,7 @@ def _macs(seq, x):
 
 def _nparams(m): return sum(p.numel() for p in m.parameters())
 
-# %% ../nbs/03_prune.ipynb #36333e85
+# %% ../nbs/03_prune.ipynb #901f0fdd
 def _slice_bn(bn, idx):
     new = type(bn)(len(idx), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
                    track_running_stats=bn.track_running_stats)

@@ -458,6 +458,22 @@ def test_enforcer_remask_every_step(opt_name):
         with pytest.raises(ValueError, match='remask_every=5'): mask_enforcer(m, mk, opt, remask_every=5)
 
 
+def test_subclass_of_a_safe_optimizer_is_masked_every_step():
+    class Noisy(torch.optim.SGD):                                 # an update that moves zero-gradient weights
+        @torch.no_grad()
+        def step(self, closure=None):
+            super().step(closure)
+            for g in self.param_groups:
+                for p in g['params']: p.add_(1e-3)
+    m = rand_mlp(2).train()
+    opt = Noisy(m.parameters(), lr=0.1, momentum=0.9)
+    mk = magnitude_prune(m, 0.5)
+    enf = mask_enforcer(m, mk, opt)
+    assert not enf.safe and enf.remask_every == 1
+    train_steps(m, opt, 4, 0, check=lambda: assert_masked(m, mk, opt))
+    enf.detach()
+
+
 def test_eps_zero_refused():
     m = rand_mlp(0)
     opt = torch.optim.Adam(m.parameters(), eps=0.0)
