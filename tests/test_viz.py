@@ -91,6 +91,8 @@ def test_layer_density(recs):
     ([1.0, 2.0], {}, "not reproduced at this scale"),
     ([1.0, 2.0, 3.0], {}, "holds"),
     ([1.0, 2.0, 3.0], {"figure": None}, "not reproduced at this scale"),
+    ([1.0, 2.0, 3.0], {"measurable": False}, "not reproduced at this scale"),
+    (None, {"measurable": False}, "not run"),
     ([-1.0, -2.0, -3.0], {"tier": "ci"}, "not reproduced at this scale"),
     ([-1.0, -2.0, -3.0], {"tier": "quick"}, "not reproduced at this scale"),
     ([-1.0, -2.0, -3.0], {"tier": "full"}, "does not hold"),
