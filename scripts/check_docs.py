@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Check the docs build up to the step Quarto takes over, and that the processed pages render in a browser.
 
-1. `nbdev_proc_nbs` processes every notebook into `_proc/` (nbdev's docs pipeline: show_doc, directives, ...).
-   Where Quarto is missing it tries to install it; offline that fails, so we then run the same processing steps
-   without the Quarto check (refresh_quarto_yml, module index, sidebar, proc_nbs).
+1. nbdev's docs processing (what `nbdev_proc_nbs` / `nbdev_docs` run before Quarto renders) turns every notebook
+   into `_proc/` (show_doc, directives, ...). We call its steps directly (refresh_quarto_yml, module index, sidebar,
+   proc_nbs), skipping only `nbdev_proc_nbs`'s attempt to install Quarto, which needs root and a network.
 2. Each processed notebook is converted to HTML with nbconvert and loaded in headless Chromium (when available;
    required in CI): the page must render its title, and no cell may show an error.
 `nbdev_docs` / `nbdev_preview` (Quarto) remain the way to build and publish the site where Quarto is installed.
@@ -17,23 +17,17 @@ IN_CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
 
 
 def process() -> Path:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
-    r = subprocess.run([str(BIN / 'nbdev_proc_nbs'), '--n_workers', '1'], cwd=ROOT, capture_output=True, text=True,
-                       env=env, timeout=900)
-    proc = ROOT / '_proc'
-    if 'Error in notebook' in r.stderr + r.stdout:
-        raise SystemExit('docs processing failed (a cell nbdev executes for the docs raised; never mix imports with '
-                         'other code in one cell):\n' + (r.stderr + r.stdout)[-1500:])
-    if r.returncode != 0 or not list(proc.glob('**/*.ipynb')):
-        print('nbdev_proc_nbs could not finish here (Quarto missing and not installable offline); '
-              'running the same processing steps without the Quarto check')
-        os.chdir(ROOT)
-        from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
-        from nbdev.doclinks import _build_modidx
-        from nbdev.serve import proc_nbs
-        refresh_quarto_yml(); _build_modidx(); nbdev_sidebar.__wrapped__()
-        proc = Path(proc_nbs(n_workers=1))
-    return proc
+    """nbdev's docs processing (`nbdev_proc_nbs` minus its Quarto install attempt, which needs root and network):
+    refresh `_quarto.yml`/`nbdev.yml`, the module index, the sidebar, then `proc_nbs` into `_proc/`."""
+    os.chdir(ROOT)
+    from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
+    from nbdev.doclinks import _build_modidx
+    from nbdev.serve import proc_nbs
+    refresh_quarto_yml(); _build_modidx(); nbdev_sidebar.__wrapped__()
+    try: return Path(proc_nbs(n_workers=1, force=True))
+    except Exception as e:
+        raise SystemExit(f'docs processing failed: {e}\n(nbdev executes every `#| export` cell and every cell that '
+                         'contains an import for the docs: never mix imports with other code in one cell)')
 
 
 def to_html(proc: Path, out: Path) -> list:
