@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['StackedMLP', 'StackedOptimizer', 'StackedAdam', 'StackedSGD', 'stack_masks', 'evaluate_stacked',
-           'make_stacked_optimizer', 'train_stacked', 'bench_stacked']
+           'make_stacked_optimizer', 'train_stacked', 'imp_batched', 'bench_stacked']
 
-# %% ../nbs/05a_batched.ipynb #ffd04ded
+# %% ../nbs/05a_batched.ipynb #d9a01efa
 import math, time
 from typing import Sequence
 
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .core import check
 
-# %% ../nbs/05a_batched.ipynb #90cedf56
+# %% ../nbs/05a_batched.ipynb #f772f1a5
 def _linear_layers(model:nn.Module) -> list:
     "The (name, nn.Linear) pairs of an MLP whose only parametrised modules are Linear layers."
     lin = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -27,7 +27,7 @@ def _linear_layers(model:nn.Module) -> list:
           f"an MLP of nn.Linear layers (found parametrised non-Linear modules {other})" if other else "at least one nn.Linear")
     return lin
 
-# %% ../nbs/05a_batched.ipynb #b5ff4f7c
+# %% ../nbs/05a_batched.ipynb #c2644e9e
 class StackedMLP(nn.Module):
     "K MLPs of one shape as one module: weights `(K, out, in)`, biases `(K, out)`, ReLU between layers."
     def __init__(self, weights:Sequence[Tensor], # per layer, stacked weights of shape (K, out, in)
@@ -58,12 +58,14 @@ class StackedMLP(nn.Module):
     def forward(self, x:Tensor # inputs of shape (K, B, ...) (flattened per example)
                ) -> Tensor:
         "Logits of shape (K, B, classes)."
-        h = x.reshape(x.shape[0], x.shape[1], -1)
+        # activations are kept as (K, features, B): then W @ h needs no transposed weight, and the weight gradient
+        # (grad_out @ h^T) comes out contiguous in the parameter's own layout (no copy in AccumulateGrad: ~1.4x faster)
+        h = x.reshape(x.shape[0], x.shape[1], -1).transpose(1, 2)
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            h = torch.baddbmm(b.unsqueeze(2), w, h)
             if i < last: h = F.relu(h)
-        return h
+        return h.transpose(1, 2)
 
     def member_state_dict(self, k:int) -> dict:
         "Member k's weights under the original models' parameter names (`fc1.weight`, ...)."
@@ -77,12 +79,12 @@ class StackedMLP(nn.Module):
         "Member-level names of the stacked parameters, in `parameters()` order."
         return [f'{n}.weight' for n in self.names] + [f'{n}.bias' for n in self.names]
 
-# %% ../nbs/05a_batched.ipynb #b6ff710e
+# %% ../nbs/05a_batched.ipynb #0dde87cf
 def _bshape(v:Tensor, p:Tensor) -> Tensor: return v.view(-1, *([1] * (p.dim() - 1)))
 
 class StackedOptimizer:
     "Base for optimisers over stacked (K, ...) parameters with a per-member learning rate and optional masks."
-    def __init__(self, params, lr, masks:dict=None):
+    def __init__(self, params, lr, masks:dict=None, fused:bool=None):
         self.params = list(params)
         K = self.params[0].shape[0]
         lr = torch.as_tensor(lr, dtype=self.params[0].dtype, device=self.params[0].device)
@@ -94,6 +96,23 @@ class StackedOptimizer:
         for i, m in self.masks.items():
             check(m.shape == self.params[i].shape, f'masks[{i}]', tuple(m.shape), f'shape {tuple(self.params[i].shape)}')
         self.mask_f = {i: m.to(self.params[i].dtype) for i, m in self.masks.items()}
+        uniform = bool((lr == lr[0]).all())
+        check(fused is None or not fused or uniform, 'fused', fused, 'False when members have different learning rates')
+        self.fused = uniform if fused is None else bool(fused)
+        self._torch = None  # torch's own (fused) optimiser over the stacked tensors, when all members share one lr
+
+    def _make_torch(self, cls, **kw):
+        "torch's fused optimiser (foreach where this torch/device has no fused kernel) for the shared-lr case."
+        try: self._torch = cls(self.params, lr=float(self.lr[0]), fused=True, **kw)
+        except (RuntimeError, TypeError, ValueError): self._torch = cls(self.params, lr=float(self.lr[0]), foreach=True, **kw)
+
+    def _torch_step(self):
+        # a pruned weight stays exactly 0 with zero gradients: Adam/AdamW/SGD(momentum, L2) of (w=0, g=0, state=0)
+        # is (0, 0), so masking the gradients is all the enforcement needed (no re-zeroing after the step)
+        self._mask_grads()
+        g = self._torch.param_groups[0]
+        g['lr'] = self.lr[0] if self.lr.device.type == 'cuda' else float(self.lr[0])  # no host sync on a GPU
+        self._torch.step()
 
     def zero_grad(self):
         for p in self.params: p.grad = None
@@ -109,12 +128,17 @@ class StackedOptimizer:
         for st in states: ts += [st[i] for i in idx]; ms += [self.mask_f[i] for i in idx]
         torch._foreach_mul_(ts, ms)
 
-# %% ../nbs/05a_batched.ipynb #5cd39c16
+# %% ../nbs/05a_batched.ipynb #82b32034
 class StackedAdam(StackedOptimizer):
     "Adam / AdamW over stacked parameters with a per-member learning rate (a `(K,)` tensor or a scalar)."
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False, masks=None):
-        super().__init__(params, lr, masks)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False, masks=None,
+                 fused:bool=None # torch's fused Adam when all members share one lr (None: whenever they do)
+                ):
+        super().__init__(params, lr, masks, fused)
         self.b1, self.b2, self.eps, self.wd, self.decoupled = betas[0], betas[1], eps, weight_decay, decoupled
+        if self.fused:
+            self._make_torch(torch.optim.AdamW if decoupled else torch.optim.Adam, betas=betas, eps=eps, weight_decay=weight_decay)
+            return
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
@@ -122,6 +146,7 @@ class StackedAdam(StackedOptimizer):
 
     @torch.no_grad()
     def step(self):
+        if self._torch is not None: return self._torch_step()
         self._mask_grads()
         self.t += 1
         ps, gs = [p.data for p in self.params], [p.grad for p in self.params]
@@ -136,18 +161,24 @@ class StackedAdam(StackedOptimizer):
         torch._foreach_sub_(ps, upd)
         self._mask_after([self.m, self.v])
 
-# %% ../nbs/05a_batched.ipynb #4a0b4df2
+# %% ../nbs/05a_batched.ipynb #97d4005f
 class StackedSGD(StackedOptimizer):
     "SGD with (Nesterov) momentum and weight decay over stacked parameters, per-member learning rate."
-    def __init__(self, params, lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False, masks=None):
-        super().__init__(params, lr, masks)
+    def __init__(self, params, lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False, masks=None,
+                 fused:bool=None # torch's fused SGD when all members share one lr (None: whenever they do)
+                ):
+        super().__init__(params, lr, masks, fused)
         self.mom, self.wd, self.nesterov = momentum, weight_decay, nesterov
+        if self.fused:
+            self._make_torch(torch.optim.SGD, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+            return
         self.buf = [torch.zeros_like(p) for p in self.params] if momentum else []
         self._lr = [_bshape(self.lr, p) for p in self.params]
         self.t = 0
 
     @torch.no_grad()
     def step(self):
+        if self._torch is not None: return self._torch_step()
         self._mask_grads()
         ps, gs = [p.data for p in self.params], [p.grad for p in self.params]
         if self.wd: gs = torch._foreach_add(gs, ps, alpha=self.wd)
@@ -159,7 +190,7 @@ class StackedSGD(StackedOptimizer):
         self.t += 1
         self._mask_after([self.buf] if self.mom else [])
 
-# %% ../nbs/05a_batched.ipynb #d94239b8
+# %% ../nbs/05a_batched.ipynb #a9ae0b1b
 def stack_masks(net:StackedMLP, masks:Sequence # K masks (dicts: member param name -> bool tensor), or None entries
                ) -> dict:
     "Per stacked-parameter index, a (K, ...) bool mask; parameters no member masks are left out."
@@ -174,7 +205,7 @@ def stack_masks(net:StackedMLP, masks:Sequence # K masks (dicts: member param na
     check(not unknown, 'mask names', sorted(unknown), f'names among {names}')
     return out
 
-# %% ../nbs/05a_batched.ipynb #ecc352bb
+# %% ../nbs/05a_batched.ipynb #92a3ee3e
 @torch.no_grad()
 def evaluate_stacked(net:StackedMLP, x:Tensor, y:Tensor, batch_size:int=2000) -> tuple:
     "Per-member mean cross-entropy and accuracy on (x, y): two tensors of shape (K,)."
@@ -186,7 +217,7 @@ def evaluate_stacked(net:StackedMLP, x:Tensor, y:Tensor, batch_size:int=2000) ->
         correct = correct + (out.argmax(-1) == yb).sum(1)
     return loss / len(x), correct.float() / len(x)
 
-# %% ../nbs/05a_batched.ipynb #44207b5c
+# %% ../nbs/05a_batched.ipynb #1fcb5814
 def _member_batches(data, batch_size, seeds, augment):
     from lth_nb.data import batches
     its = [batches(data, batch_size, seed=s, augment=augment) for s in seeds]
@@ -206,22 +237,26 @@ def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
                   lrs=None, # per-member peak learning rates (K values); default `cfg.lr` for all
                   masks:Sequence=None, # K member masks (dicts / `Mask`s of member parameter names), or None
                   seeds:Sequence[int]=None, # per-member data-order seeds; default `cfg.seed + k`
-                  evaluate:bool=True # record val/test metrics every `cfg.eval_every` iterations and at the end
+                  evaluate:bool=True, # record val/test metrics every `cfg.eval_every` iterations and at the end
+                  start_iter:int=0 # resume the schedule/budget here (training after rewinding), as `train(start_iter=)`
                  ) -> list:
     "Train the K members of `net` together under `cfg`; one `TrainResult` per member."
     from lth_nb.train import TrainResult
     K, dev = net.K, next(net.parameters()).device
     seeds = [cfg.seed + k for k in range(K)] if seeds is None else [int(s) for s in seeds]
     check(len(seeds) == K, 'seeds', seeds, f'{K} seeds (one per member)')
-    base = torch.as_tensor(cfg.lr if lrs is None else lrs, dtype=torch.float32, device=dev).expand(K).clone()
+    base_f = [float(cfg.lr)] * K if lrs is None else [float(l) for l in lrs]
+    check(len(base_f) == K, 'lrs', base_f, f'{K} learning rates (one per member)')
+    base = torch.tensor(base_f, dtype=torch.float32, device=dev)
     n = len(data.x_train); T = cfg.total_iters(n); lr_f = cfg.lr_factor(n)
+    check(0 <= start_iter < T, 'start_iter', start_iter, f'0 <= start_iter < the budget of {T} iterations')
     m = {i: t.to(dev) for i, t in stack_masks(net, masks).items()} if masks is not None else {}
     opt = make_stacked_optimizer(list(net.parameters()), cfg, base, m)
     opt._mask_after([])  # pruned weights start at zero
     hist = [[] for _ in range(K)]
     it = _member_batches(data, cfg.batch_size, seeds, False if cfg.augment is False else None)
     tl, n_loss, t0 = torch.zeros(K, device=dev), 0, time.time()
-    for step in range(T):
+    for step in range(start_iter, T):
         xb, yb = next(it)
         opt.lr.copy_(base * lr_f(step))
         out = net(xb)
@@ -233,25 +268,127 @@ def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
             sl, sa = evaluate_stacked(net, data.x_test, data.y_test, cfg.eval_batch_size)
             rows = torch.stack([tl / n_loss, vl, va, sl, sa]).T.tolist()
             for k, (a, b, c, d, e) in enumerate(rows):
-                hist[k].append(dict(iter=step + 1, lr=float(base[k]) * lr_f(step), train_loss=a, val_loss=b, val_acc=c, test_loss=d, test_acc=e))
+                hist[k].append(dict(iter=step + 1, lr=base_f[k] * lr_f(step), train_loss=a, val_loss=b, val_acc=c, test_loss=d, test_acc=e))
             tl.zero_(); n_loss = 0
     wall = time.time() - t0
     out = []
     for k, h in enumerate(hist):
         if not h: out.append(TrainResult(history=[], early_stop_iter=None, early_stop_val_loss=None, early_stop_val_acc=None,
                                          early_stop_test_acc=None, final_val_acc=None, final_test_acc=None, iterations=T,
-                                         start_iter=0, wall_s=wall, snapshots={})); continue
+                                         start_iter=start_iter, wall_s=wall, snapshots={})); continue
         i = min(range(len(h)), key=lambda j: h[j]['val_loss'])
         out.append(TrainResult(history=h, early_stop_iter=h[i]['iter'], early_stop_val_loss=h[i]['val_loss'],
                                early_stop_val_acc=h[i]['val_acc'], early_stop_test_acc=h[i]['test_acc'],
                                final_val_acc=h[-1]['val_acc'], final_test_acc=h[-1]['test_acc'], iterations=T,
-                               start_iter=0, wall_s=wall, snapshots={}))
+                               start_iter=start_iter, wall_s=wall, snapshots={}))
     return out
 
-# %% ../nbs/05a_batched.ipynb #7aea09df
+# %% ../nbs/05a_batched.ipynb #a49a7567
+def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[preset('lenet300_mnist', 'quick', seed=s) for s in seeds]`
+                store=None, # a `lth_nb.core.Store` (default `Store()`)
+                data=None, # preloaded data (default `lottery.load_data(cfgs[0], device, data_root)`)
+                device=None, # default `get_device()`
+                data_root=None # data root for `load_data`
+               ) -> list:
+    "`lth_nb.lottery.imp` for K seeds at once (tickets and controls of a round trained as one stack); same store layout."
+    from contextlib import ExitStack
+    from lth_nb import lottery as L
+    from lth_nb.core import Store
+    from lth_nb.prune import Mask, get_strategy, layer_kind
+    from lth_nb.train import snapshot
+    cfgs = list(cfgs)
+    check(len(cfgs) > 0, 'cfgs', cfgs, 'at least one LotteryConfig')
+    same = lambda c: {k: v for k, v in c.to_dict().items() if k != 'seed' and k != 'train'} | \
+                     {'train': {k: v for k, v in c.to_dict()['train'].items() if k != 'seed'}}
+    for i, c in enumerate(cfgs):
+        check(same(c) == same(cfgs[0]), f'cfgs[{i}]', f'seed={c.seed}', 'a config equal to cfgs[0] up to its seed')
+    check(len({c.seed for c in cfgs}) == len(cfgs), 'cfgs seeds', [c.seed for c in cfgs], 'distinct seeds')
+    store = store or Store()
+    if data is None: data = L.load_data(cfgs[0], device, data_root)
+    dev, c0 = data.device, cfgs[0]
+    T, R = L.check_data(c0, data)
+    _linear_layers(L.build_model(c0, data, device='cpu'))  # MLPs only: a clear error otherwise
+    if R > 0:  # round 0 snapshots the rewind point: let imp do it, then batch the pruned rounds
+        for c in cfgs: L.imp(c.replace(rounds=0, reinits=0, random_masks=0), store, data=data)
+    runs = [store.run('imp', c.identity(), version=L.LOTTERY_VERSION) for c in cfgs]
+    strategy = get_strategy(c0.strategy)
+    with ExitStack() as locks:
+        for r in runs: locks.enter_context(r.lock())
+        models = [L.build_model(c, data, device=dev) for c in cfgs]
+        rates = c0.layer_rates(models[0])
+        inits, rewinds = [], []
+        for run, m in zip(runs, models):
+            if not run.has('meta'):
+                sd = m.state_dict()
+                run.save('meta', dict(total_iters=T, rewind_iter=R, n_train=len(data.x_train), in_shape=list(data.input_shape),
+                                      num_classes=data.num_classes, layer_rates=rates,
+                                      layer_kinds={n: layer_kind(m, n) for n in rates},
+                                      layer_sizes={n: sd[n].numel() for n in rates}, mode='rewind'))
+            if run.has_tensors('init'): m.load_state_dict(run.load_tensors('init', map_location=dev))
+            else: run.save_tensors('init', L._cpu(m.state_dict()))
+            inits.append(snapshot(m))
+            rewinds.append(inits[-1] if R == 0 else run.load_tensors('rewind', map_location=dev))
+        masks, finals = [Mask.ones(m) for m in models], [None] * len(cfgs)
+        for k in range(c0.rounds + 1):
+            jobs = []  # one dict per member to train this round
+            for i, (c, run, m) in enumerate(zip(cfgs, runs, models)):
+                name = L.stage_name(k)
+                if run.has(name) and run.has_tensors(name):
+                    t = run.load_tensors(name, map_location=dev); masks[i], finals[i] = Mask(t['mask']), t['final']
+                    continue
+                if k > 0:
+                    m.load_state_dict(finals[i])
+                    masks[i] = strategy(m, c.rate, mask=masks[i], scope=c.scope, rates=c.strategy_rates(rates), data=data,
+                                        **c.strategy_kw)
+                jobs.append(dict(i=i, control='ticket', j=0, start=inits[i] if k == 0 else rewinds[i], mask=masks[i],
+                                 start_iter=0 if k == 0 else R, name=name))
+            for i, (c, run) in enumerate(zip(cfgs, runs)):
+                if k == 0: break
+                for control, count in (('reinit', c.reinits), ('random_mask', c.random_masks)):
+                    for j in range(count):
+                        cname = L.stage_name(k, control, j)
+                        if run.has(cname) and run.has_tensors(cname): continue
+                        sd = L.control_seed(c.seed, k, control, j)
+                        if control == 'reinit':
+                            job = dict(start=snapshot(L.build_model(c, data, seed=sd, device=dev)), mask=masks[i], start_iter=0)
+                        else:
+                            job = dict(start=rewinds[i], mask=L.random_mask_like(masks[i], sd), start_iter=R)
+                        jobs.append(dict(job, i=i, control=control, j=j, name=cname, control_seed=sd))
+            for s0 in sorted({jb['start_iter'] for jb in jobs}):
+                group = [jb for jb in jobs if jb['start_iter'] == s0]
+                mods = []
+                for jb in group:
+                    mm = L.build_model(cfgs[jb['i']], data, device=dev); mm.load_state_dict(jb['start']); mods.append(mm)
+                net = StackedMLP.from_models(mods).to(dev)
+                dense = all(jb['mask'].density == 1.0 for jb in group)
+                res = train_stacked(net, data, c0.train_cfg(), masks=None if dense else [jb['mask'] for jb in group],
+                                    seeds=[cfgs[jb['i']].seed for jb in group], start_iter=s0)
+                for idx, (jb, r) in enumerate(zip(group, res)):
+                    r.wall_s = r.wall_s / len(group)
+                    msd = net.member_state_dict(idx)
+                    final = {n: msd[n] for n in mods[idx].state_dict()}
+                    run = runs[jb['i']]
+                    if jb['control'] == 'ticket':
+                        finals[jb['i']] = final
+                        run.save_tensors(jb['name'], dict(mask=L._cpu(jb['mask']), final=L._cpu(final)))
+                        run.save(jb['name'], L._metrics(r, jb['mask'], round=k, control='ticket', index=0), wall_s=r.wall_s)
+                    else:
+                        tens = dict(final=L._cpu(final))
+                        if jb['control'] == 'reinit': tens['init'] = L._cpu(jb['start'])
+                        else: tens['mask'] = L._cpu(jb['mask'])
+                        run.save_tensors(jb['name'], tens)
+                        run.save(jb['name'], L._metrics(r, jb['mask'], round=k, control=jb['control'], index=jb['j'],
+                                                        control_seed=jb['control_seed']), wall_s=r.wall_s)
+    return [L.LotteryRun(run, c) for run, c in zip(runs, cfgs)]
+
+# %% ../nbs/05a_batched.ipynb #8c31a93c
 def bench_stacked(Ks=(1, 5, 10, 20), # numbers of members to compare
-                  steps:int=30, trials:int=5, batch_size:int=60, sizes=(784, 300, 100, 10), device=None) -> list:
-    "Per-model step time of K sequential Adam steps vs one K-batched step: a list of dicts with the medians and ratio."
+                  steps:int=30, # steps per configuration per trial
+                  trials:int=5, # interleaved trials (the median and min are reported)
+                  batch_size:int=60, sizes=(784, 300, 100, 10), device=None,
+                  per_member_lr:bool=False # batched side with distinct member lrs (the foreach StackedAdam path)
+                 ) -> list:
+    "Per-model step time of K sequential fused-Adam steps vs one K-batched step: a list of dicts with the medians and ratio."
     import statistics
     dev = torch.device(device or 'cpu')
     def mlp_(seed):
@@ -259,12 +396,19 @@ def bench_stacked(Ks=(1, 5, 10, 20), # numbers of members to compare
         return nn.Sequential(*[m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())][:-1]).to(dev)
     def sync():
         if dev.type == 'cuda': torch.cuda.synchronize()
+    # thread CPU time is immune to time spent descheduled on a shared machine (valid on a CPU with 1 thread)
+    cpu1 = dev.type == 'cpu' and torch.get_num_threads() == 1
+    clock = time.thread_time if cpu1 else time.perf_counter
     out = []
     for K in Ks:
         models = [mlp_(s) for s in range(K)]
-        opts = [torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True) for m in models]
+        opts = []
+        for m in models:
+            try: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, fused=True))  # what lth_nb.train uses
+            except RuntimeError: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True))
         net = StackedMLP.from_models(models).to(dev)
-        sopt = StackedAdam(list(net.parameters()), 1e-3)
+        lr = torch.linspace(1e-3, 2e-3, K) if per_member_lr and K > 1 else 1e-3
+        sopt = StackedAdam(list(net.parameters()), lr)
         x, y = torch.randn(K, batch_size, sizes[0], device=dev), torch.randint(0, sizes[-1], (K, batch_size), device=dev)
         def seq():
             for k in range(K):
@@ -274,12 +418,15 @@ def bench_stacked(Ks=(1, 5, 10, 20), # numbers of members to compare
             sopt.zero_grad(); loss.backward(); sopt.step()
         ts, tb = [], []
         seq(); bat()
-        for _ in range(trials):
-            for fn, acc in ((seq, ts), (bat, tb)):
-                sync(); t = time.perf_counter()
+        for t in range(trials):
+            pair = ((seq, ts), (bat, tb)) if t % 2 == 0 else ((bat, tb), (seq, ts))
+            for fn, acc in pair:
+                sync(); c = clock()
                 for _ in range(steps): fn()
-                sync(); acc.append((time.perf_counter() - t) / steps)
+                sync(); acc.append((clock() - c) / steps)
         ms, mb = statistics.median(ts), statistics.median(tb)
         out.append(dict(K=K, sequential_ms=1e3 * ms, batched_ms=1e3 * mb, per_model_speedup=ms / mb,
-                        sequential_min_ms=1e3 * min(ts), batched_min_ms=1e3 * min(tb)))
+                        per_model_speedup_min=min(ts) / min(tb), sequential_min_ms=1e3 * min(ts),
+                        batched_min_ms=1e3 * min(tb), batched_optimizer='fused' if sopt.fused else 'foreach',
+                        clock='thread_cpu' if cpu1 else 'wall', threads=torch.get_num_threads(), device=str(dev)))
     return out

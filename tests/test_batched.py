@@ -136,3 +136,55 @@ def test_bad_inputs(synth):
     with pytest.raises(ValueError, match='lr'): StackedSGD(list(net.parameters()), -1.0)
     with pytest.raises(ValueError, match='masks'): stack_masks(net, [None])
     with pytest.raises(ValueError, match='mask names'): stack_masks(net, [Mask({'nope.weight': torch.ones(3, dtype=torch.bool)}), None])
+
+
+@pytest.mark.parametrize('name', ['adam', 'adam_l2', 'adamw', 'sgd_mom_wd', 'nesterov'])
+def test_shared_lr_uses_fused_and_equals_torch(name):
+    "With one lr for all members the optimisers hand the stack to torch's fused kernels; still equal per member."
+    g = torch.Generator().manual_seed(3)
+    K, lr = 3, 0.01
+    P = [torch.randn(K, 5, 3, generator=g), torch.randn(K, 5, generator=g)]
+    ours = [nn.Parameter(p.clone()) for p in P]
+    refs = [[nn.Parameter(p[k].clone()) for p in P] for k in range(K)]
+    mk, mr = OPTS[name]
+    opt, ropts = mk(ours, lr), [mr(refs[k], lr) for k in range(K)]
+    assert opt.fused and opt._torch is not None
+    for _ in range(30):
+        G = [torch.randn(p.shape, generator=g) for p in P]
+        for p, gr in zip(ours, G): p.grad = gr.clone()
+        opt.step()
+        for k in range(K):
+            for p, gr in zip(refs[k], G): p.grad = gr[k].clone()
+            ropts[k].step()
+    for i in range(len(P)):
+        for k in range(K): torch.testing.assert_close(ours[i].data[k], refs[k][i].data, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match='fused'): StackedAdam([nn.Parameter(P[0].clone())], torch.tensor([1e-3, 2e-3, 3e-3]), fused=True)
+
+
+def test_imp_batched_matches_imp(tmp_path):
+    "imp_batched writes the stages/tensors imp writes; records agree within tolerance (not bitwise: near-tie masks)."
+    from lth_nb.core import Store
+    from lth_nb.lottery import LotteryConfig, imp, load_data, load_round
+    from lth_nb.batched import imp_batched
+    cfg = LotteryConfig(data='synthetic', data_kw=dict(like='mnist', n_train=600, n_val=120, n_test=120), width=0.25,
+                        train=TrainConfig(iterations=40, eval_every=20), rates={'fc': 0.2, 'output': 0.1}, rounds=2,
+                        reinits=1, random_masks=1)
+    data = load_data(cfg, device='cpu')
+    sa, sb = Store(tmp_path / 'a', tensor_root=tmp_path / 'ta'), Store(tmp_path / 'b', tensor_root=tmp_path / 'tb')
+    seq = [imp(cfg.replace(seed=s), sa, data=data) for s in (0, 1)]
+    bat = imp_batched([cfg.replace(seed=s) for s in (0, 1)], sb, data=data)
+    for a, b in zip(seq, bat):
+        assert a.key == b.key and a.rounds() == b.rounds() == [0, 1, 2]
+        ra, rb = a.records(), b.records()
+        assert [(r['stage'], r['kind'], r['density']) for r in ra] == [(r['stage'], r['kind'], r['density']) for r in rb]
+        for x, y in zip(ra, rb):
+            assert abs(x['final_test_acc'] - y['final_test_acc']) < 0.05
+            assert [h['iter'] for h in x['history']] == [h['iter'] for h in y['history']]
+        assert set(load_round(b.run, 2, 'reinit')) == set(load_round(a.run, 2, 'reinit'))
+        ta, tb = sa.run('imp', cfg.replace(seed=a.cfg.seed).identity()), sb.run('imp', cfg.replace(seed=a.cfg.seed).identity())
+        assert sorted(p.name for p in ta.path.iterdir()) == sorted(p.name for p in tb.path.iterdir())
+    # resuming: imp finds everything imp_batched stored and trains nothing more
+    again = imp(cfg.replace(seed=0), sb, data=data)
+    assert again.metrics(2)['final_test_acc'] == bat[0].metrics(2)['final_test_acc']
+    with pytest.raises(ValueError, match='cfgs'): imp_batched([cfg, cfg.replace(seed=1, rate=0.5)], sb, data=data)
+    with pytest.raises(ValueError, match='model'): imp_batched([cfg.replace(model='conv2')], sb, data=data)
