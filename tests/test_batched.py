@@ -116,7 +116,7 @@ def test_per_member_lr_equals_separate_runs(synth):
 def test_long_runs_statistically_equal(data_root):
     "Over a longer real-MNIST run, batched and sequential final accuracies agree in distribution (means within noise)."
     data = get_data('mnist', root=data_root)
-    K, cfg = 4, TrainConfig(optimizer='adam', lr=1.2e-3, iterations=600, eval_every=600)
+    K, cfg = 3, TrainConfig(optimizer='adam', lr=1.2e-3, iterations=400, eval_every=400)
     net = StackedMLP.from_models([get_model('lenet300_100', seed=s) for s in range(K)])
     b = [r.final_test_acc for r in train_stacked(net, data, cfg)]
     s = [train(get_model('lenet300_100', seed=k), data, cfg.replace(seed=k)).final_test_acc for k in range(K)]
