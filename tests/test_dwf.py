@@ -97,7 +97,7 @@ def test_penalty_equivalence():
     # D=2: min over u*v=w of (u^2+v^2)/2 = |w|
     two = factorize(mlp(), 2, init='balanced')
     l1 = sum(float(two[i].weight.detach().abs().sum()) for i in (1, 3))
-    assert abs(float(factor_penalty(two)) - l1) < 1e-4 * l1
+    assert abs(float(factor_penalty(two).detach()) - l1) < 1e-4 * l1
 
 
 def test_d1_matches_weight_decay():
