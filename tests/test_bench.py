@@ -1,0 +1,75 @@
+"""lth_nb.bench: every benchmark runs at tiny sizes and returns well-formed records (no timing asserts)."""
+import json
+
+import pytest
+import torch
+
+from lth_nb.bench import (bench_batched, bench_compact, bench_data, bench_masked, bench_openlth, bench_sparse,
+                          format_report, interleaved, machine_info, main, ratio_row, run_all)
+
+KEYS = {'name', 'base_ms_min', 'base_ms_median', 'ms_min', 'ms_median', 'ratio_median', 'ratio_min'}
+
+
+def _ok(r):
+    assert KEYS <= set(r), r
+    assert all(r[k] > 0 for k in KEYS - {'name'}), r
+    json.dumps(r)
+
+
+def test_interleaved_and_ratio_row():
+    t = interleaved({'a': lambda: torch.ones(10).sum(), 'b': lambda: torch.ones(20).sum()}, steps=2, trials=3)
+    assert set(t) == {'a', 'b'} and all(len(v) == 3 for v in t.values())
+    _ok(ratio_row('b/a', t['a'], t['b']))
+
+
+def test_machine_info():
+    i = machine_info()
+    assert {'when', 'machine', 'cores', 'torch', 'threads', 'device', 'loadavg'} <= set(i)
+
+
+def test_bench_masked():
+    rows = bench_masked(steps=1, trials=2, sizes=(16, 8, 4))
+    assert len(rows) == 4 and 'hooks' in rows[-1]['name']
+    for r in rows: _ok(r); assert 0 < r['density'] < 1
+
+
+def test_bench_batched():
+    rows = bench_batched(Ks=(1, 3), steps=1, trials=2, sizes=(16, 8, 4))
+    assert [r['K'] for r in rows] == [1, 3] and rows[0]['optimizer'] in ('fused', 'foreach')
+    for r in rows: _ok(r)
+    assert bench_batched(Ks=(3,), steps=1, trials=2, sizes=(16, 8, 4), per_member_lr=True)[0]['optimizer'] == 'foreach'
+
+
+def test_bench_data(data_root):
+    rows = bench_data(steps=1, trials=2, root=data_root)
+    _ok(rows[0])
+
+
+def test_bench_data_skips_without_mnist(tmp_path):
+    assert 'skipped' in bench_data(root=tmp_path)[0]
+
+
+def test_bench_compact_and_sparse():
+    rows = bench_compact(rates=(0.5,), batch=8, steps=1, trials=2, sizes=(16, 12, 8, 4))
+    _ok(rows[0]); assert rows[0]['memory_ratio'] < 1
+    sp = bench_sparse(densities=(0.5, 0.1), shape=(16, 16), batch=4, steps=1, trials=2)
+    assert len(sp['rows']) == 2 and sp['break_even_density'] in (None, 0.5, 0.1)
+    for r in sp['rows']: _ok(r)
+
+
+def test_bench_openlth_skips(tmp_path, monkeypatch):
+    monkeypatch.delenv('OPENLTH_DIR', raising=False)
+    assert 'skipped' in bench_openlth(iters=2)[0]
+    assert 'skipped' in bench_openlth(iters=2, openlth_dir=tmp_path)[0]
+
+
+def test_run_all_main_and_report(tmp_path, capsys):
+    skip = 'masked,batched,batched_per_member_lr,data,sparse,openlth'
+    res = main(['--quick', '--skip', skip, '--json', str(tmp_path / 'b.json')])
+    out = capsys.readouterr().out
+    assert out.startswith('# ') and 'compact/dense' in out
+    stored = json.loads((tmp_path / 'b.json').read_text())
+    assert stored['info']['threads'] >= 1 and len(stored['compact']) == 3 and 'masked' not in stored
+    assert format_report(stored).splitlines()[0].startswith('# ')
+    with pytest.raises(ValueError, match='threads'): main(['--threads', '0'])
+    torch.set_num_threads(1)
