@@ -8,7 +8,7 @@ __all__ = ['EXPLORER_MODELS', 'EXPLORER_DATA', 'RP_PS', 'preset_for', 'round_lr'
            'round_view', 'round_figure', 'RunBrowser', 'lr_groups', 'run_rp', 'ticket_gap', 'correlation_view',
            'correlation_figure', 'CorrelationBrowser']
 
-# %% ../nbs/08_widgets.ipynb #a949e0d6
+# %% ../nbs/08_widgets.ipynb #b7993529
 import json, math, statistics
 from collections import defaultdict
 
@@ -23,7 +23,7 @@ from .lottery import (CONTROLS, LOTTERY_VERSION, PRESETS, TIERS, LotteryConfig, 
 from .correlation import rp_curve, rp_chance
 from . import viz
 
-# %% ../nbs/08_widgets.ipynb #393abc58
+# %% ../nbs/08_widgets.ipynb #604620f3
 EXPLORER_MODELS = ('lenet300_100', 'conv2', 'conv4', 'conv6', 'resnet20', 'vgg19')
 EXPLORER_DATA = ('mnist', 'fashion_mnist', 'cifar10', 'synthetic')
 
@@ -55,6 +55,7 @@ def explorer_config(model:str='lenet300_100', # model name
     check(isinstance(rate, (int, float)) and 0 < rate < 1, 'rate', rate, '0 < rate < 1')
     check(lr is None or (isinstance(lr, (int, float)) and lr > 0), 'lr', lr, 'a positive learning rate')
     check(rounds is None or (isinstance(rounds, int) and rounds >= 0), 'rounds', rounds, 'a non-negative int')
+    rate = round(float(rate), 4)   # slider arithmetic (0.5 + 0.05 + 0.05) must not change the run key
     p = get_preset(preset_for(model, data))
     base = p.config(tier, seed)
     ov = {k: v for k, v in overrides.items() if k not in ('train', 'data_kw')}
@@ -70,7 +71,7 @@ def explorer_config(model:str='lenet300_100', # model name
     ov['reinits'] = max(1, base.reinits) if reinits is None else reinits
     return p.config(tier, seed, **ov)
 
-# %% ../nbs/08_widgets.ipynb #a4e3dfeb
+# %% ../nbs/08_widgets.ipynb #d724cdc6
 def stored_run(cfg:LotteryConfig, # the experiment
                store:Store=None, # default `Store()`
                kind:str='imp' # run kind
@@ -102,7 +103,7 @@ def missing_trainings(cfg:LotteryConfig, # the experiment
     r = run.run if isinstance(run, LotteryRun) else run
     return [s for s in plan if not (r.has(s) and r.has_tensors(s))]
 
-# %% ../nbs/08_widgets.ipynb #ed556a3f
+# %% ../nbs/08_widgets.ipynb #9bf81812
 class ProgressCallback(Callback):
     "Reports the fraction of `n` planned trainings done (the running one by its iterations) to `update(frac, tag)`."
     order = 100
@@ -119,7 +120,7 @@ class ProgressCallback(Callback):
         self._report((self.done + (s.iter - self.start) / max(1, s.total - self.start)) / self.n, s.tag)
     def after_fit(self, s): self.done += 1; self._report(self.done / self.n, s.tag)
 
-# %% ../nbs/08_widgets.ipynb #cc970632
+# %% ../nbs/08_widgets.ipynb #765ca0df
 def explorer_figure(recs:list, # `lth_nb.lottery.records` of one or more runs
                     title:str=None # figure title
                    ):
@@ -140,7 +141,7 @@ def _show(out, fig):
         display(fig)
     plt.close(fig)
 
-# %% ../nbs/08_widgets.ipynb #1f0e33a7
+# %% ../nbs/08_widgets.ipynb #f5b4cb40
 class IMPExplorer:
     "Sliders for IMP (pruning rate, log learning rate, rounds), model / dataset / tier choices and a Run button over the store."
     def __init__(self, store:Store=None, # results store (default `Store()`: env LTH_NB_STORE)
@@ -253,7 +254,7 @@ class IMPExplorer:
 
     def _ipython_display_(self): display(self.widget)
 
-# %% ../nbs/08_widgets.ipynb #bcbf0da8
+# %% ../nbs/08_widgets.ipynb #f4f8bdfa
 def run_label(run) -> str:
     "A short label for a stored run: model / data, learning rate, rate, seed, key."
     r = run.run if isinstance(run, LotteryRun) else run; c = r.config
@@ -302,7 +303,7 @@ def round_figure(view:dict, # from `round_view`
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_widgets.ipynb #5fe5c4ed
+# %% ../nbs/08_widgets.ipynb #1dbb98b1
 class RunBrowser:
     "Pick a stored IMP run and slide over its rounds: per-layer density, weight histograms, first layer's mask."
     def __init__(self, store:Store=None, # results store (default `Store()`)
@@ -349,7 +350,7 @@ class RunBrowser:
 
     def _ipython_display_(self): display(self.widget)
 
-# %% ../nbs/08_widgets.ipynb #cc633b93
+# %% ../nbs/08_widgets.ipynb #387652e0
 RP_PS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 _RP_CACHE = {}
 
@@ -455,7 +456,7 @@ def correlation_figure(view:dict, # `correlation_view` at the chosen learning ra
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_widgets.ipynb #018b675e
+# %% ../nbs/08_widgets.ipynb #8dbf3640
 class CorrelationBrowser:
     "A learning-rate slider over the store's IMP runs grouped by `train.lr`: R_p curve and ticket-vs-reinit gap at the chosen rate."
     def __init__(self, store:Store=None, # results store (default `Store()`)
