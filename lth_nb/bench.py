@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['machine_info', 'interleaved', 'ratio_row', 'bench_masked', 'bench_batched', 'bench_data', 'bench_compact',
-           'bench_sparse', 'bench_openlth', 'run_all', 'format_report', 'main']
+           'bench_sparse', 'bench_openlth', 'bench_imp_batched', 'run_all', 'format_report', 'main']
 
-# %% ../nbs/05c_bench.ipynb #6f6e25c8
+# %% ../nbs/05c_bench.ipynb #5ae8869a
 import argparse, copy, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .core import check
 
-# %% ../nbs/05c_bench.ipynb #3df36358
+# %% ../nbs/05c_bench.ipynb #de11e461
 def machine_info(device='cpu') -> dict:
     "When, where and how a benchmark ran: UTC time, CPU/GPU name, cores, torch, threads, device, 1-min load average."
     dev = torch.device(device)
@@ -60,7 +60,7 @@ def ratio_row(name:str, base:list, other:list, **extra) -> dict:
                 ms_median=statistics.median(other), ratio_median=statistics.median([b / a for a, b in zip(base, other)]),
                 ratio_min=min(other) / min(base), **extra)
 
-# %% ../nbs/05c_bench.ipynb #a39010ff
+# %% ../nbs/05c_bench.ipynb #cfc1a7ce
 def _lenet(seed=0, sizes=(784, 300, 100, 10)):
     torch.manual_seed(seed)
     layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())][:-1]
@@ -103,7 +103,7 @@ def bench_masked(steps:int=20, trials:int=11, batch:int=60, sizes=(784, 300, 100
                           t[('fused Adam', 'hooks')], clock=clock, density=mask.density))
     return rows
 
-# %% ../nbs/05c_bench.ipynb #f1e56cf5
+# %% ../nbs/05c_bench.ipynb #ad0d0016
 def bench_batched(Ks=(1, 5, 10, 20), steps:int=10, trials:int=7, batch:int=60, sizes=(784, 300, 100, 10),
                   device='cpu', per_member_lr:bool=False) -> list:
     "Per-model step time of K-batched vs K sequential trainings (`lth_nb.batched.bench_stacked`) as `ratio_row`s."
@@ -119,7 +119,7 @@ def bench_batched(Ks=(1, 5, 10, 20), steps:int=10, trials:int=7, batch:int=60, s
                         optimizer=d['batched_optimizer'], clock=d['clock']))
     return out
 
-# %% ../nbs/05c_bench.ipynb #9682b029
+# %% ../nbs/05c_bench.ipynb #5cec1e00
 def bench_data(batch:int=60, steps:int=20, trials:int=5, root=None) -> list:
     "Time per batch: on-device `lth_nb.data.batches` vs a torchvision MNIST DataLoader (num_workers=0), same files."
     from lth_nb.core import data_dir
@@ -141,7 +141,7 @@ def bench_data(batch:int=60, steps:int=20, trials:int=5, root=None) -> list:
     t = interleaved({'ours': lambda: next(it), 'loader': loader}, steps, trials)
     return [ratio_row('DataLoader / on-device batches (ms per batch)', t['ours'], t['loader'], clock=_clock(torch.device('cpu'))[0])]
 
-# %% ../nbs/05c_bench.ipynb #d6a39cf7
+# %% ../nbs/05c_bench.ipynb #39ada353
 def bench_compact(rates=(0.5, 0.75, 0.9), batch:int=1000, steps:int=10, trials:int=5, sizes=(784, 300, 100, 10)) -> list:
     "Inference time and parameter memory of `compact`ed structured-pruned MLPs vs the dense one."
     from lth_nb.prune import structured_prune, compact
@@ -180,7 +180,7 @@ def bench_sparse(densities=(0.5, 0.2, 0.1, 0.05, 0.02, 0.01), shape=(300, 784), 
     return dict(rows=rows, break_even_density=max(wins) if wins else None, shape=list(shape), batch=batch,
                 clock=_clock(torch.device('cpu'))[0])
 
-# %% ../nbs/05c_bench.ipynb #5db74422
+# %% ../nbs/05c_bench.ipynb #2f12be77
 _OURS = """
 import sys, tempfile, time, torch
 torch.set_num_threads({threads})
@@ -222,7 +222,31 @@ def bench_openlth(iters:int=100, openlth_dir=None, openlth_home=None, root=None,
     return [dict(ratio_row('OpenLTH / lth_nb, one IMP round end to end (s, wall, fresh processes)',
                            [1e3 * s for s in ours], [1e3 * s for s in theirs], clock='wall'), iters=iters, trials=trials)]
 
-# %% ../nbs/05c_bench.ipynb #aaa75db0
+# %% ../nbs/05c_bench.ipynb #fd384709
+def bench_imp_batched(preset:str='lenet300_mnist', tier:str='quick', rounds:int=1, seeds=None, data=None,
+                      data_root=None, **overrides) -> list:
+    "Wall time of `imp` seed by seed vs `imp_batched` on the same preset/tier (fresh stores): one record."
+    from lth_nb.core import Store
+    from lth_nb.lottery import imp, load_data, preset as preset_, preset_seeds
+    from lth_nb.batched import imp_batched
+    seeds = preset_seeds(preset, tier) if seeds is None else list(seeds)
+    cfgs = [preset_(preset, tier, seed=s, rounds=rounds, **overrides) for s in seeds]
+    if data is None: data = load_data(cfgs[0], root=data_root)
+    d = Path(tempfile.mkdtemp())
+    try:
+        t0 = time.perf_counter(); seq = [imp(c, Store(d / 'a', tensor_root=d / 'ta'), data=data) for c in cfgs]
+        t_seq = time.perf_counter() - t0
+        t0 = time.perf_counter(); bat = imp_batched(cfgs, Store(d / 'b', tensor_root=d / 'tb'), data=data)
+        t_bat = time.perf_counter() - t0
+        acc = lambda runs: [r['final_test_acc'] for run in runs for r in run.records(with_history=False)]
+        n = len(acc(seq))
+        return [dict(ratio_row(f'imp_batched / imp seed by seed ({preset} {tier}, {len(seeds)} seeds, rounds 0-{rounds})',
+                               [1e3 * t_seq], [1e3 * t_bat], clock='wall'), trainings=n, seeds=seeds,
+                     iterations=cfgs[0].train.iterations, speedup=t_seq / t_bat, test_acc_sequential=acc(seq),
+                     test_acc_batched=acc(bat))]
+    finally: shutil.rmtree(d, ignore_errors=True)
+
+# %% ../nbs/05c_bench.ipynb #841b7d06
 def run_all(quick:bool=False, device='cpu', openlth_iters:int=100, skip=()) -> dict:
     "Every benchmark at full (or `quick`) size: a JSON-able dict with `info` and one list of records per benchmark."
     q = quick
@@ -234,7 +258,8 @@ def run_all(quick:bool=False, device='cpu', openlth_iters:int=100, skip=()) -> d
                 data=lambda: bench_data(steps=5 if q else 30, trials=3 if q else 7),
                 compact=lambda: bench_compact(steps=3 if q else 10, trials=3 if q else 7),
                 sparse=lambda: bench_sparse(steps=3 if q else 10, trials=3 if q else 7),
-                openlth=lambda: bench_openlth(iters=openlth_iters, trials=1 if q else 2))
+                openlth=lambda: bench_openlth(iters=openlth_iters, trials=1 if q else 2),
+                imp_batched=lambda: bench_imp_batched('lenet300_mnist', 'ci' if q else 'quick', rounds=1))
     for name, fn in jobs.items():
         if name in skip: continue
         t0 = time.time(); out[name] = fn(); out[f'{name}_wall_s'] = round(time.time() - t0, 1)
@@ -265,7 +290,7 @@ def main(argv=None) -> dict:
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--quick', action='store_true', help='few steps/trials (smoke run)')
     ap.add_argument('--openlth-iters', type=int, default=100)
-    ap.add_argument('--skip', default='', help='comma-separated benchmarks to skip: ' + 'masked,batched,batched_per_member_lr,data,compact,sparse,openlth')
+    ap.add_argument('--skip', default='', help='comma-separated benchmarks to skip: ' + 'masked,batched,batched_per_member_lr,data,compact,sparse,openlth,imp_batched')
     ap.add_argument('--json', default=None, help='write the result here')
     a = ap.parse_args(argv)
     check(a.threads >= 1, 'threads', a.threads, 'an integer >= 1')

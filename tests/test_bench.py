@@ -64,7 +64,7 @@ def test_bench_openlth_skips(tmp_path, monkeypatch):
 
 
 def test_run_all_main_and_report(tmp_path, capsys):
-    skip = 'masked,batched,batched_per_member_lr,data,sparse,openlth'
+    skip = 'masked,batched,batched_per_member_lr,data,sparse,openlth,imp_batched'
     res = main(['--quick', '--skip', skip, '--json', str(tmp_path / 'b.json')])
     out = capsys.readouterr().out
     assert out.startswith('# ') and 'compact/dense' in out
