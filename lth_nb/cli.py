@@ -259,3 +259,22 @@ def _run_imp(args) -> int:
 
 register_command('imp', 'iterative magnitude pruning for a preset: tickets vs random reinit, table + figure',
                  _add_imp_args, _run_imp)
+
+# %% ../nbs/11_cli.ipynb #43166d6c
+def _add_bench_args(p):
+    p.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    p.add_argument('--quick', action='store_true', help='few steps/trials (smoke run)')
+    p.add_argument('--openlth-iters', type=int, default=100, help='iterations per level for the OpenLTH comparison')
+    p.add_argument('--skip', default='', help='comma-separated benchmarks to skip (see lth_nb.bench.main)')
+    p.add_argument('--json', default=None, help='write the result to this file')
+
+def _run_bench(args) -> int:
+    from lth_nb.bench import main as bench_main
+    argv = ['--threads', str(args.threads), '--device', args.device, '--openlth-iters', str(args.openlth_iters),
+            '--skip', args.skip] + (['--quick'] if args.quick else []) + (['--json', args.json] if args.json else [])
+    bench_main(argv)
+    return 0
+
+register_command('bench', 'benchmarks: masked/dense, batched/sequential, prune hooks, data path, compaction, sparse, OpenLTH',
+                 _add_bench_args, _run_bench)

@@ -111,3 +111,13 @@ def test_tiny_real_run(tmp_path, data_root, capsys, monkeypatch):
     assert main(argv) == 0  # everything is stored: nothing retrains, same records
     assert json.loads((out / "records.json").read_text())["records"] == rec["records"]
     assert sorted(p.name for p in (tmp_path / "store" / "imp").glob("*/*.json")) == stored
+
+
+def test_bench_subcommand_runs(tmp_path, capsys):
+    "`lth-nb bench` hands its options to lth_nb.bench.main and writes the JSON it asks for."
+    out = tmp_path / 'bench.json'
+    skip = 'masked,batched,batched_per_member_lr,data,sparse,openlth,imp_batched'
+    assert main(['bench', '--quick', '--skip', skip, '--json', str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res['compact'] and all('ratio_median' in r for r in res['compact'])
+    assert 'compact/dense' in capsys.readouterr().out
