@@ -134,12 +134,14 @@ def explorer_figure(recs:list, # `lth_nb.lottery.records` of one or more runs
     return fig
 
 def _show(out, fig):
-    "Replace the contents of Output `out` by `fig` (closed afterwards so it is not drawn twice)."
+    "Replace the contents of Output `out` by `fig` as a PNG, whatever matplotlib's backend (e.g. Agg), then close it."
+    import io
     import matplotlib.pyplot as plt
+    from IPython.display import Image
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=90, bbox_inches='tight'); plt.close(fig)
     with out:
         clear_output(wait=True)
-        display(fig)
-    plt.close(fig)
+        display(Image(data=buf.getvalue(), format='png'))
 
 # %% ../nbs/08_widgets.ipynb #f5b4cb40
 class IMPExplorer:
