@@ -5,8 +5,7 @@
 # %% auto #0
 __all__ = ['GATE_MODES', 'PARAMETRIC', 'BernoulliGate', 'disarm_grad', 'Select', 'sequential_layers', 'GatedNet',
            'spike_slab_log_prior', 'slab_probs', 'bernoulli_kl', 'optimal_lambda', 'log_beta_pdf', 'elbo_terms',
-           'VariationalConfig', 'evaluate_gated', 'GatedResult', 'train_gated', 'gate_report', 'count_weights',
-           'verdict']
+           'VariationalConfig', 'evaluate_gated', 'GatedResult', 'train_gated', 'gate_report', 'count_weights']
 
 # %% ../nbs/09_variational.ipynb #b40698a2
 import math, time
@@ -430,12 +429,3 @@ def gate_report(net:GatedNet) -> dict:
 def count_weights(model:nn.Module) -> int:
     "Number of weights and biases of the Linear/Conv2d layers of `model` (gates not counted)."
     return sum(p.numel() for m in model.modules() if isinstance(m, PARAMETRIC) for p in m.parameters())
-
-def verdict(values, # one figure per seed (or per start width)
-            ok, # function: values -> bool, the claim's test
-            n_min:int=3, # fewer values than this give no verdict
-            enough:bool=True): # False when the tier is too small to show the effect
-    "Claim-table verdict: 'holds' / 'does not hold' / 'not reproduced at this scale' / 'not run'."
-    if values is None or len(values) == 0: return 'not run'
-    if len(values) < n_min or not enough: return 'not reproduced at this scale'
-    return 'holds' if ok(values) else 'does not hold'
