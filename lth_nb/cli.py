@@ -45,6 +45,8 @@ def main(argv:list[str]|None=None # arguments (default: sys.argv[1:])
     try: return int(args._run(args) or 0)
     except UsageError as e:
         print(f'lth-nb {args.command}: error: {e}', file=sys.stderr); return 2
+    except FileNotFoundError as e:  # e.g. data sets missing offline: the message says where and how to provide them
+        print(f'lth-nb {args.command}: error: {e}', file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f'\nlth-nb {args.command}: interrupted; finished trainings are stored, run the same command to resume',
               file=sys.stderr); return 130

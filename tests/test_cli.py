@@ -121,3 +121,12 @@ def test_bench_subcommand_runs(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res['compact'] and all('ratio_median' in r for r in res['compact'])
     assert 'compact/dense' in capsys.readouterr().out
+
+
+def test_missing_data_is_a_clean_error(tmp_path, capsys, monkeypatch):
+    "Offline with no data files: exit code 2 and the data module's message (where the files go, how to provide them)."
+    monkeypatch.setenv('LTH_NB_DATA', str(tmp_path / 'nodata'))
+    code = main(['imp', '--preset', 'lenet300_mnist', '--tier', 'ci', '--seeds', '1', '--store', str(tmp_path / 's'),
+                 '--out', str(tmp_path / 'o'), '--no-progress'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'files not found' in err and 'LTH_NB_DATA' in err, err
