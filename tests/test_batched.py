@@ -44,6 +44,20 @@ OPTS = {
 }
 
 
+def _steps_agree(opt, ours, ropts, refs, P, g, steps):
+    "Feed the same random gradients to the stacked optimizer and to torch's per member; weights must agree."
+    K = len(refs)
+    for _ in range(steps):
+        G = [torch.randn(p.shape, generator=g) for p in P]
+        for p, gr in zip(ours, G): p.grad = gr.clone()
+        opt.step()
+        for k in range(K):
+            for p, gr in zip(refs[k], G): p.grad = gr[k].clone()
+            ropts[k].step()
+    for i in range(len(P)):
+        for k in range(K): torch.testing.assert_close(ours[i].data[k], refs[k][i].data, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize('name', list(OPTS))
 @pytest.mark.parametrize('seed', [0, 1])
 def test_stacked_optimizer_equals_torch_per_member(name, seed):
@@ -55,15 +69,7 @@ def test_stacked_optimizer_equals_torch_per_member(name, seed):
     refs = [[nn.Parameter(p[k].clone()) for p in P] for k in range(K)]
     mk, mr = OPTS[name]
     opt, ropts = mk(ours, lrs), [mr(refs[k], lrs[k].item()) for k in range(K)]
-    for _ in range(40):
-        G = [torch.randn(p.shape, generator=g) for p in P]
-        for p, gr in zip(ours, G): p.grad = gr.clone()
-        opt.step()
-        for k in range(K):
-            for p, gr in zip(refs[k], G): p.grad = gr[k].clone()
-            ropts[k].step()
-    for i in range(len(P)):
-        for k in range(K): torch.testing.assert_close(ours[i].data[k], refs[k][i].data, rtol=1e-4, atol=1e-5)
+    _steps_agree(opt, ours, ropts, refs, P, g, 40)
 
 
 @pytest.mark.parametrize('optimizer', ['adam', 'sgd'])
@@ -149,15 +155,7 @@ def test_shared_lr_uses_fused_and_equals_torch(name):
     mk, mr = OPTS[name]
     opt, ropts = mk(ours, lr), [mr(refs[k], lr) for k in range(K)]
     assert opt.fused and opt._torch is not None
-    for _ in range(30):
-        G = [torch.randn(p.shape, generator=g) for p in P]
-        for p, gr in zip(ours, G): p.grad = gr.clone()
-        opt.step()
-        for k in range(K):
-            for p, gr in zip(refs[k], G): p.grad = gr[k].clone()
-            ropts[k].step()
-    for i in range(len(P)):
-        for k in range(K): torch.testing.assert_close(ours[i].data[k], refs[k][i].data, rtol=1e-4, atol=1e-5)
+    _steps_agree(opt, ours, ropts, refs, P, g, 30)
     with pytest.raises(ValueError, match='fused'): StackedAdam([nn.Parameter(P[0].clone())], torch.tensor([1e-3, 2e-3, 3e-3]), fused=True)
 
 
