@@ -28,7 +28,7 @@ def new_axes(figsize=(5, 3), ncols:int=1):
 # %% auto #0
 __all__ = ['ACC_KEYS', 'KIND_STYLE', 'LABELS', 'TIERS', 'VERDICTS', 'check', 'check_choice', 'new_axes', 'normalize_records',
            'fake_records', 'summarize', 'values_at', 'paired', 'summary_table', 'format_table', 'pct_axis',
-           'plot_vs_remaining', 'plot_lottery', 'nearest_levels', 'plot_learning_curves', 'plot_layer_density',
+           'plot_vs_remaining', 'plot_lottery', 'nearest_levels', 'plot_learning_curves', 'plot_layer_density', 'sem',
            'verdict', 'claim_row', 'claim_table', 'save_figure']
 
 # %% ../nbs/05b_viz.ipynb #a4059d5d
@@ -340,6 +340,16 @@ def plot_layer_density(records:Iterable[dict], # records with `layer_density` ({
 TIERS = ('ci', 'quick', 'full')
 VERDICTS = ('holds', 'does not hold', 'not reproduced at this scale', 'not run')
 
+def _finite(values):
+    "The values as floats, None and NaN dropped."
+    return [float(v) for v in (values or []) if v is not None and not math.isnan(float(v))]
+
+def sem(values:Sequence[float]) -> float:
+    "Standard error of the mean, sd / sqrt(n) (sample sd; 0 for a single value; NaN for none)."
+    vals = _finite(values)
+    if not vals: return float('nan')
+    return statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0
+
 def verdict(values:Sequence[float]|None, # per-seed values of the metric (None or empty: not run)
             direction:str='>', # '>' (metric above threshold), '<' (below) or '~' (within tol of threshold)
             threshold:float=0.0, # the value the claim compares with
@@ -348,19 +358,31 @@ def verdict(values:Sequence[float]|None, # per-seed values of the metric (None o
             needs:str='full', # smallest tier that can refute the claim
             figure:str|None='figure', # the figure showing the values with their spread (None: no figure)
             min_seeds:int=3, # seeds needed for a verdict
-            measurable:bool=True # False: this tier cannot measure the metric meaningfully
+            measurable:bool=True, # False: this tier cannot measure the metric meaningfully
+            se_mult:float=1.0 # how many standard errors of the mean the margin must reach (0: plain mean comparison)
            ) -> str:
-    "The claim-table verdict: 'holds', 'does not hold', 'not reproduced at this scale' or 'not run'."
+    """The claim-table verdict: with at least `min_seeds` values, 'holds' when the mean clears the threshold (tol in the
+    claim's favour) by at least `se_mult` standard errors (sd/sqrt(n)), 'does not hold' when it is on the wrong side by at
+    least `se_mult` SE and `tier` >= `needs`, else 'not reproduced at this scale'; for '~' the interval mean ± se_mult*SE
+    must lie inside threshold ± tol to hold and entirely outside it not to hold. No values: 'not run'."""
     check_choice('direction', direction, ('>', '<', '~'))
     check_choice('tier', tier, TIERS); check_choice('needs', needs, TIERS)
-    check(tol >= 0, 'tol', tol, 'tol >= 0')
-    vals = [float(v) for v in (values or []) if v is not None and not math.isnan(float(v))]
+    check(tol >= 0, 'tol', tol, 'tol >= 0'); check(se_mult >= 0, 'se_mult', se_mult, 'se_mult >= 0')
+    check(min_seeds >= 1, 'min_seeds', min_seeds, 'min_seeds >= 1')
+    vals = _finite(values)
     if not vals: return 'not run'
     if len(vals) < min_seeds or not figure or not measurable: return 'not reproduced at this scale'
-    m = statistics.fmean(vals)
-    ok = m > threshold - tol if direction == '>' else m < threshold + tol if direction == '<' else abs(m - threshold) <= tol
+    m, k = statistics.fmean(vals), se_mult * sem(vals)
+    eps = 1e-12 * max(1.0, abs(m), abs(threshold), tol)   # float slack, so 'exactly k SE' counts as reaching it
+    if direction == '~':
+        d = abs(m - threshold)
+        ok, bad = d + k <= tol + eps, d - k > tol + eps
+    else:
+        margin = m - (threshold - tol) if direction == '>' else (threshold + tol) - m
+        ok, bad = margin > 0 and margin >= k - eps, margin <= 0 and -margin >= k - eps
     if ok: return 'holds'
-    return 'does not hold' if TIERS.index(tier) >= TIERS.index(needs) else 'not reproduced at this scale'
+    if bad and TIERS.index(tier) >= TIERS.index(needs): return 'does not hold'
+    return 'not reproduced at this scale'
 
 # %% ../nbs/05b_viz.ipynb #80909fec
 def claim_row(claim:str, # the paper's statement
@@ -374,16 +396,18 @@ def claim_row(claim:str, # the paper's statement
               figure:str|None=None, # the figure showing the values
               digits:int=2, # decimals in `observed`
               note:str='', # anything the reader should know (our choices, stand-ins)
-              measurable:bool=True # False: the tier cannot measure this metric meaningfully (see `verdict`)
+              measurable:bool=True, # False: the tier cannot measure this metric meaningfully (see `verdict`)
+              min_seeds:int=3, # seeds needed for a verdict (see `verdict`)
+              se_mult:float=1.0 # standard errors the margin must reach (see `verdict`)
              ) -> dict:
-    "One claim-table row with its verdict computed by `verdict`."
-    vals = [float(v) for v in (values or []) if v is not None and not math.isnan(float(v))]
+    "One claim-table row (`observed`: mean ± sd over seeds, `seeds`: n) with its verdict computed by `verdict`."
+    vals = _finite(values)
     rule = {'>': f'> {threshold:g}' + (f' - {tol:g}' if tol else ''), '<': f'< {threshold:g}' + (f' + {tol:g}' if tol else ''),
             '~': f'{threshold:g} ± {tol:g}'}[direction]
     obs = '-' if not vals else (f'{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}' if len(vals) > 1
                                 else f'{vals[0]:.{digits}f}')
-    return dict(claim=claim, metric=metric, rule=rule, tier=tier, seeds=len(vals), observed=obs,
-                figure=figure or '-', verdict=verdict(vals, direction, threshold, tol, tier, needs, figure, measurable=measurable),
+    return dict(claim=claim, metric=metric, rule=rule, tier=tier, seeds=len(vals), observed=obs, figure=figure or '-',
+                verdict=verdict(vals, direction, threshold, tol, tier, needs, figure, min_seeds, measurable, se_mult),
                 note=note)
 
 def claim_table(rows:Sequence[dict], # rows from `claim_row`
