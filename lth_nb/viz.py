@@ -341,11 +341,11 @@ TIERS = ('ci', 'quick', 'full')
 VERDICTS = ('holds', 'does not hold', 'not reproduced at this scale', 'not run')
 
 def _finite(values):
-    "The values as floats, None and NaN dropped."
-    return [float(v) for v in (values or []) if v is not None and not math.isnan(float(v))]
+    "The values as floats, None, NaN and ±inf dropped (not measured)."
+    return [float(v) for v in (values or []) if v is not None and math.isfinite(float(v))]
 
 def sem(values:Sequence[float]) -> float:
-    "Standard error of the mean, sd / sqrt(n) (sample sd; 0 for a single value; NaN for none)."
+    "Standard error of the mean, sd / sqrt(n) of the finite values (sample sd; 0 for a single value; NaN for none)."
     vals = _finite(values)
     if not vals: return float('nan')
     return statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0

@@ -94,6 +94,9 @@ SE3 = 1 / 3 ** 0.5            # SE of [m - 1, m, m + 1] (sd 1, n 3)
     ([], {}, "not run"),
     ([float("nan")] * 3, {}, "not run"),
     ([None, None], {}, "not run"),
+    ([float("inf"), float("-inf")] * 2, {}, "not run"),      # infinite values are not measurements
+    ([1.0, 2.0, float("inf")], {}, NR),                       # inf dropped: 2 < min_seeds
+    ([1.0, 2.0, 3.0, float("-inf")], {}, "holds"),
     ([1.0, 2.0], {}, NR),
     ([1.0, 2.0, float("nan")], {}, NR),                     # NaN dropped: 2 < min_seeds
     ([1.0, 2.0, None, 3.0], {}, "holds"),                   # None dropped: 3 values
@@ -184,6 +187,7 @@ def test_sem():
     assert sem([2.0]) == 0.0
     assert math.isnan(sem([])) and math.isnan(sem([float("nan")]))
     assert sem([1.0, float("nan"), 3.0]) == pytest.approx(1.0)   # NaN dropped: sd 1.414 / sqrt 2
+    assert sem([1.0, float("inf"), 3.0]) == pytest.approx(1.0)   # inf dropped too
 
 
 def test_verdict_bad_input():
@@ -226,6 +230,8 @@ def test_claim_row_shows_mean_sd_n_and_uses_se():
     assert claim_row("c", "m", [-0.33, 0.07, 0.47], ">", 0.0, figure="Fig", se_mult=0)["verdict"] == "holds"
     assert claim_row("c", "m", [1.0, 2.0, 3.0], ">", 0.0, figure="Fig", min_seeds=4)["verdict"] == NR
     r = claim_row("c", "m", [0.5, float("nan"), 0.7, 0.6], ">", 0.0, figure="Fig", digits=3)
+    assert r["seeds"] == 3 and r["observed"] == "0.600 ± 0.100" and r["verdict"] == "holds"
+    r = claim_row("c", "m", [0.5, float("inf"), 0.7, 0.6], ">", 0.0, figure="Fig", digits=3)
     assert r["seeds"] == 3 and r["observed"] == "0.600 ± 0.100" and r["verdict"] == "holds"
     r = claim_row("c", "m", [0.42], figure="Fig")
     assert r["observed"] == "0.42" and r["seeds"] == 1 and r["verdict"] == NR
