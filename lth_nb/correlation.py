@@ -11,8 +11,8 @@ from torch import nn
 from .core import check
 
 # %% auto #0
-__all__ = ['default_names', 'weight_pairs', 'top_p_mask', 'rp_chance', 'overlap_ratio', 'rp_curve', 'weight_correlation',
-           'magnitude_pairs']
+__all__ = ['PS', 'CONV_SWEEP', 'default_names', 'weight_pairs', 'top_p_mask', 'rp_chance', 'overlap_ratio', 'rp_curve',
+           'weight_correlation', 'magnitude_pairs', 'sweep_config', 'stored_run', 'dense_analysis', 'lr_sweep']
 
 # %% ../nbs/06_correlation.ipynb #debddb24
 _check = check  # lth_nb.core.check: raise exc(f"{name}={value!r} is not allowed: expected {allowed}")
@@ -159,3 +159,104 @@ def magnitude_pairs(init, final,         # theta_0 and theta_T (models or state 
         idx = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(seed))[:max_points]
         x, y = x[idx], y[idx]
     return x.float(), y.float()
+
+# %% ../nbs/06_correlation.ipynb #41b1730d
+import time
+from .core import Config, Run, Store, config_hash, to_jsonable
+from .train import TrainConfig
+from .lottery import LOTTERY_VERSION, LotteryConfig, LotteryRun, imp, load_data, load_round, rounds_done, stage_name
+
+# %% ../nbs/06_correlation.ipynb #c226b45c
+PS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)   # the p grid of the R_p curves
+
+def sweep_config(lr:float, seed:int,             # the sweep point
+                 model:str='lenet5', data:str='fashion_mnist', # names from `lth_nb.models` / `lth_nb.data`
+                 iters:int=1000,                 # training budget (iterations) of every training
+                 rounds:int=5, rate:float=0.5,   # IMP rounds and per-round rate of every pruned layer
+                 exclude:tuple=(),               # layers never pruned (the paper: the first conv)
+                 batch_size:int=60, val_size:int=5000, data_kw:dict=None, # data and batches
+                 reinits:int=1,                  # random re-initialisations of each ticket
+                ) -> LotteryConfig:
+    "One point of an LR sweep: SGD momentum 0.9, constant `lr`, uniform layerwise IMP, `reinits` random reinits per ticket."
+    tc = TrainConfig(optimizer='sgd', lr=lr, momentum=0.9, batch_size=batch_size, iterations=iters, eval_every=iters)
+    return LotteryConfig(model=model, data=data, data_kw=dict(data_kw or {}), val_size=val_size, train=tc, rate=rate,
+                         rates={}, scope='layer', exclude=tuple(exclude), rounds=rounds, seed=seed, reinits=reinits)
+
+_CONV = dict(model='lenet5', data='fashion_mnist', exclude=('conv1.weight',), rate=0.5)
+CONV_SWEEP = {   # LeNet-5 / Fashion-MNIST LR sweep per tier: IMP at `imp_lrs`, the dense round only at the other `lrs`
+    'ci':    dict(lrs=(0.005, 0.1), imp_lrs=(0.005, 0.1), seeds=(0,), cfg=dict(_CONV, iters=200, rounds=1, data_kw=dict(n_test=2000))),
+    'quick': dict(lrs=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15), imp_lrs=(0.005, 0.02, 0.05, 0.1), seeds=(0, 1, 2),
+                  cfg=dict(_CONV, iters=1000, rounds=5)),
+    'full':  dict(lrs=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15), imp_lrs=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+                  seeds=(0, 1, 2, 3, 4), cfg=dict(_CONV, iters=20000, rounds=15, rate=0.2)),
+}
+
+# %% ../nbs/06_correlation.ipynb #697e367e
+def _peek(store, kind, config, version):
+    "The `Run` of `store` for (`kind`, `config`, `version`) without creating its folder."
+    cfg = config.to_dict() if isinstance(config, Config) else to_jsonable(config)
+    return Run(store, kind, config_hash(cfg, version), cfg, version)
+
+def stored_run(cfg:LotteryConfig, # an IMP experiment
+               store:Store,       # where its runs live
+              ) -> LotteryRun|None:
+    "The stored IMP run of `cfg` if its JSON holds every round and reinit (or ends in a stored divergence), else None."
+    run = _peek(store, 'imp', cfg.identity(), LOTTERY_VERSION)
+    if run.has('diverged') and 0 in rounds_done(run): return LotteryRun(run, cfg)   # as far as it could go
+    if not set(range(cfg.rounds + 1)) <= set(rounds_done(run)): return None
+    if not all(run.has(stage_name(k, 'reinit', j)) for k in range(1, cfg.rounds + 1) for j in range(cfg.reinits)): return None
+    return LotteryRun(run, cfg)
+
+def _analysis_config(run, ps, points): return dict(source_kind=run.kind, source_key=run.key, ps=list(ps), points=points)
+
+def dense_analysis(run:LotteryRun,    # a stored IMP run (its round 0 is the trained dense network)
+                   store:Store,       # where the analysis is stored (kind 'weight_correlation')
+                   ps=PS,             # the p grid of the R_p curve
+                   points:int=1000,   # size of the |theta_0|, |theta_T| sample
+                  ) -> dict:
+    "Stored (get-or-run) R_p curve, init-final correlations and |theta_0|-|theta_T| sample of `run`'s dense round 0 (`rp=None` if it diverged)."
+    a = store.run('weight_correlation', _analysis_config(run, ps, points), version=1)
+    def fn():
+        r0 = load_round(run, 0, map_location='cpu')
+        if not all(bool(torch.isfinite(v).all()) for v in r0['final'].values()):   # diverged: nothing to correlate
+            return dict(rp=None, corr=None, dense_acc=r0['metrics']['final_test_acc'], abs_init=[], abs_final=[], diverged=True)
+        x, y = magnitude_pairs(r0['init'], r0['final'], max_points=points)
+        return dict(rp=[dict(p=c['p'], overall=c['overall'], layers=c['layers'], chance=c['chance'])
+                        for c in rp_curve(r0['init'], r0['final'], ps)],
+                    corr=weight_correlation(r0['init'], r0['final']), dense_acc=r0['metrics']['final_test_acc'],
+                    abs_init=[round(v, 4) for v in x.tolist()], abs_final=[round(v, 4) for v in y.tolist()])
+    return a.stage('result', fn)
+
+# %% ../nbs/06_correlation.ipynb #53a81ab1
+def lr_sweep(make_cfg,            # (lr, seed) -> LotteryConfig, e.g. `lambda lr, s: sweep_config(lr, s, **CONV_SWEEP[tier]['cfg'])`
+             lrs, seeds,          # the grid
+             store:Store,         # where runs and analyses are stored
+             imp_lrs=None,        # LRs that get IMP (ticket + reinits); the others only their dense round 0 (default: all)
+             train:bool=True,     # train what is missing; False: list it in 'missing' instead
+             data=None,           # preloaded data (default: loaded on first need, for the first config that trains)
+             device=None, ps=PS, points:int=1000, # device for training; R_p grid and sample size of `dense_analysis`
+             log=None,            # e.g. `print`: called once per trained point
+            ) -> dict:
+    "Get-or-run an LR sweep: `{'runs': {(lr, seed): LotteryRun}, 'analysis': {(lr, seed): dict}, 'missing': [(lr, seed)]}` (diverged runs: see below)."
+    imp_lrs = set(lrs if imp_lrs is None else imp_lrs)
+    out = dict(runs={}, analysis={}, missing=[])
+    for lr in lrs:
+        for s in seeds:
+            cfg = make_cfg(lr, s)
+            if lr not in imp_lrs: cfg = cfg.replace(rounds=0, reinits=0)
+            run = stored_run(cfg, store)   # complete JSON (e.g. back from a GPU job): read, never retrain
+            done = run is not None and (_peek(store, 'weight_correlation', _analysis_config(run, ps, points), 1).has('result')
+                                        or run.run.has_tensors('round_0'))
+            if not done:
+                if not train: out['missing'].append((lr, s)); continue
+                if data is None: data = load_data(cfg, device)
+                t0 = time.perf_counter()
+                try: run = imp(cfg, store, data=data)
+                except ValueError as e:   # a diverged network cannot be magnitude-pruned: keep what was trained
+                    if 'non-finite' not in str(e): raise
+                    r = store.run('imp', cfg.identity(), version=LOTTERY_VERSION)
+                    r.save('diverged', dict(error=str(e), rounds=rounds_done(r))); run = LotteryRun(r, cfg)
+                if log: log(f"{cfg.model}/{cfg.data} lr={lr} seed={s}: rounds {run.rounds()} in {time.perf_counter() - t0:.0f} s")
+            out['runs'][lr, s] = run
+            out['analysis'][lr, s] = dense_analysis(run, store, ps, points)
+    return out

@@ -162,3 +162,60 @@ def test_with_prune_mask_and_models():
     assert abs(s['overall'] - s['chance']) < 5 * s['chance_sd']
     c = get_model('resnet20', seed=0)
     assert default_names(c) == list(prunable(c))
+
+
+# --- LR sweeps through the store (lr_sweep, stored_run, dense_analysis, sweep_config, CONV_SWEEP) ---
+
+def _syn_sweep(tmp_path):
+    from lth_nb.core import Store
+    from lth_nb.correlation import sweep_config
+    syn = dict(model='lenet300_100', data='synthetic', data_kw=dict(like='mnist', n_train=300, n_val=50, n_test=100),
+               iters=20, rounds=2, rate=0.5, val_size=0)
+    st = Store(tmp_path/'runs', tensor_root=tmp_path/'tensors')
+    return st, (lambda lr, s: sweep_config(lr, s, **syn).replace(width=0.25))
+
+
+def test_sweep_config_and_conv_sweep():
+    from lth_nb.correlation import CONV_SWEEP, sweep_config
+    from lth_nb.models import get_model
+    from lth_nb.prune import prunable
+    c = sweep_config(0.05, 2, **CONV_SWEEP['quick']['cfg'])
+    assert (c.train.optimizer, c.train.lr, c.train.momentum, c.train.schedule) == ('sgd', 0.05, 0.9, 'constant')
+    assert c.seed == 2 and c.reinits == 1 and c.scope == 'layer' and c.model == 'lenet5' and c.data == 'fashion_mnist'
+    m = get_model('lenet5', num_classes=10, in_shape=(1, 28, 28))
+    assert sum(p.numel() for p in m.parameters()) == 431_080
+    rates = c.layer_rates(m)   # the first conv is never pruned, every other layer at the same rate
+    assert rates['conv1.weight'] == 0 and {r for n, r in rates.items() if n != 'conv1.weight'} == {c.rate}
+    assert set(rates) == set(prunable(m))
+    for t, S in CONV_SWEEP.items():
+        assert set(S['imp_lrs']) <= set(S['lrs']), t
+        sweep_config(S['lrs'][0], S['seeds'][0], **S['cfg'])   # valid configs
+
+
+def test_lr_sweep_get_or_run_and_json_only(tmp_path):
+    import shutil
+    from lth_nb.correlation import lr_sweep
+    st, make = _syn_sweep(tmp_path)
+    logs = []
+    sw = lr_sweep(make, (0.01, 0.2), (0, 1), st, imp_lrs=(0.01,), device='cpu', log=logs.append)
+    assert len(logs) == 4 and sw['missing'] == []
+    assert sw['runs'][0.01, 1].rounds() == [0, 1, 2] and sw['runs'][0.2, 0].rounds() == [0]
+    a = sw['analysis'][0.01, 0]
+    assert [c['p'] for c in a['rp']][-1] == 1.0 and a['rp'][-1]['overall'] == 1.0 and len(a['abs_init']) == 1000
+    logs.clear()
+    shutil.rmtree(tmp_path/'tensors')   # as back from a GPU job: JSON only
+    again = lr_sweep(make, (0.01, 0.2), (0, 1), st, imp_lrs=(0.01,), log=logs.append)
+    assert logs == [] and again['analysis'] == sw['analysis'] and again['missing'] == []
+    n_dirs = len(list((tmp_path/'runs').rglob('config.json')))
+    assert lr_sweep(make, (0.03,), (0,), st, train=False)['missing'] == [(0.03, 0)]
+    assert len(list((tmp_path/'runs').rglob('config.json'))) == n_dirs   # looking does not create runs
+
+
+def test_lr_sweep_diverged_run_is_stored_and_skipped(tmp_path):
+    from lth_nb.correlation import lr_sweep
+    st, make = _syn_sweep(tmp_path)
+    sw = lr_sweep(make, (1e8,), (0,), st, device='cpu')
+    run, a = sw['runs'][1e8, 0], sw['analysis'][1e8, 0]
+    assert run.run.has('diverged') and 'non-finite' in run.run.load('diverged')['error']
+    assert a['rp'] is None and a['diverged'] and run.rounds() == [0]
+    assert lr_sweep(make, (1e8,), (0,), st, train=False)['missing'] == []
