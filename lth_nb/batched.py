@@ -84,7 +84,7 @@ def _bshape(v:Tensor, p:Tensor) -> Tensor: return v.view(-1, *([1] * (p.dim() - 
 
 class StackedOptimizer:
     "Base for optimisers over stacked (K, ...) parameters with a per-member learning rate and optional masks."
-    def __init__(self, params, lr, masks:dict=None, fused:bool=None):
+    def __init__(self, params, lr, masks:dict=None, fused:bool=None, capturable:bool=False):
         self.params = list(params)
         K = self.params[0].shape[0]
         lr = torch.as_tensor(lr, dtype=self.params[0].dtype, device=self.params[0].device)
@@ -100,9 +100,11 @@ class StackedOptimizer:
         check(fused is None or not fused or uniform, 'fused', fused, 'False when members have different learning rates')
         self.fused = uniform if fused is None else bool(fused)
         self._torch = None  # torch's own (fused) optimiser over the stacked tensors, when all members share one lr
+        self.capturable = bool(capturable)  # step state on the device, so a CUDA graph can capture `step`
 
     def _make_torch(self, cls, **kw):
         "torch's fused optimiser (foreach where this torch/device has no fused kernel) for the shared-lr case."
+        if self.capturable and cls is not torch.optim.SGD: kw['capturable'] = True
         try: self._torch = cls(self.params, lr=float(self.lr[0]), fused=True, **kw)
         except (RuntimeError, TypeError, ValueError): self._torch = cls(self.params, lr=float(self.lr[0]), foreach=True, **kw)
 
@@ -132,9 +134,10 @@ class StackedOptimizer:
 class StackedAdam(StackedOptimizer):
     "Adam / AdamW over stacked parameters with a per-member learning rate (a `(K,)` tensor or a scalar)."
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False, masks=None,
-                 fused:bool=None # torch's fused Adam when all members share one lr (None: whenever they do)
+                 fused:bool=None, # torch's fused Adam when all members share one lr (None: whenever they do)
+                 capturable:bool=False # keep the step count on the device (CUDA-graph capture of `step`)
                 ):
-        super().__init__(params, lr, masks, fused)
+        super().__init__(params, lr, masks, fused, capturable)
         self.b1, self.b2, self.eps, self.wd, self.decoupled = betas[0], betas[1], eps, weight_decay, decoupled
         if self.fused:
             self._make_torch(torch.optim.AdamW if decoupled else torch.optim.Adam, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -142,6 +145,7 @@ class StackedAdam(StackedOptimizer):
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
+        self.t_dev = torch.zeros((), dtype=self.params[0].dtype, device=self.params[0].device) if capturable else None
         self._lr = [_bshape(self.lr, p) for p in self.params]
 
     @torch.no_grad()
@@ -154,8 +158,15 @@ class StackedAdam(StackedOptimizer):
         elif self.wd: gs = torch._foreach_add(gs, ps, alpha=self.wd)
         torch._foreach_lerp_(self.m, gs, 1 - self.b1)
         torch._foreach_mul_(self.v, self.b2); torch._foreach_addcmul_(self.v, gs, gs, value=1 - self.b2)
-        bc1, bc2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
-        denom = torch._foreach_sqrt(self.v); torch._foreach_div_(denom, math.sqrt(bc2)); torch._foreach_add_(denom, self.eps)
+        if self.t_dev is None:
+            bc1, sbc2 = 1 - self.b1 ** self.t, math.sqrt(1 - self.b2 ** self.t)
+        else:  # the same arithmetic from a step count on the device: no host value baked into a captured graph
+            self.t_dev += 1; bc1, sbc2 = 1 - self.b1 ** self.t_dev, (1 - self.b2 ** self.t_dev).sqrt()
+        denom = torch._foreach_sqrt(self.v)
+        if self.t_dev is None: torch._foreach_div_(denom, sbc2)
+        else:  # one 0-dim tensor divides every tensor (a repeated list of it is not broadcast on CUDA's foreach path)
+            for d in denom: d.div_(sbc2)
+        torch._foreach_add_(denom, self.eps)
         upd = torch._foreach_div(self.m, denom)
         torch._foreach_mul_(upd, [l / bc1 for l in self._lr])
         torch._foreach_sub_(ps, upd)
@@ -165,9 +176,10 @@ class StackedAdam(StackedOptimizer):
 class StackedSGD(StackedOptimizer):
     "SGD with (Nesterov) momentum and weight decay over stacked parameters, per-member learning rate."
     def __init__(self, params, lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False, masks=None,
-                 fused:bool=None # torch's fused SGD when all members share one lr (None: whenever they do)
+                 fused:bool=None, # torch's fused SGD when all members share one lr (None: whenever they do)
+                 capturable:bool=False # accepted for symmetry: SGD's state needs no step count
                 ):
-        super().__init__(params, lr, masks, fused)
+        super().__init__(params, lr, masks, fused, capturable)
         self.mom, self.wd, self.nesterov = momentum, weight_decay, nesterov
         if self.fused:
             self._make_torch(torch.optim.SGD, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
@@ -225,12 +237,32 @@ def _member_batches(data, batch_size, seeds, augment):
         xs, ys = zip(*(next(it) for it in its))
         yield torch.stack(xs), torch.stack(ys)
 
-def make_stacked_optimizer(params, cfg, lrs:Tensor, masks:dict=None):
+def _augmenting(data, cfg) -> bool:
+    "Whether training batches are augmented (`cfg.augment` False turns the data's own augmentation off)."
+    return cfg.augment is not False and bool(getattr(data, 'augment', None))
+
+def make_stacked_optimizer(params, cfg, lrs:Tensor, masks:dict=None, capturable:bool=False):
     "The stacked optimiser for `cfg.optimizer` ('sgd', 'adam', 'adamw') with per-member base learning rates `lrs`."
     if cfg.optimizer == 'sgd':
         return StackedSGD(params, lrs, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.nesterov and cfg.momentum > 0, masks=masks)
-    return StackedAdam(params, lrs, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == 'adamw', masks=masks)
+                          nesterov=cfg.nesterov and cfg.momentum > 0, masks=masks, capturable=capturable)
+    return StackedAdam(params, lrs, weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == 'adamw', masks=masks,
+                       capturable=capturable)
+
+def _stacked_results(hist:list, T:int, start_iter:int, wall:float) -> list:
+    "One `TrainResult` per member from its list of evaluation records."
+    from lth_nb.train import TrainResult
+    out = []
+    for h in hist:
+        if not h: out.append(TrainResult(history=[], early_stop_iter=None, early_stop_val_loss=None, early_stop_val_acc=None,
+                                         early_stop_test_acc=None, final_val_acc=None, final_test_acc=None, iterations=T,
+                                         start_iter=start_iter, wall_s=wall, snapshots={})); continue
+        i = min(range(len(h)), key=lambda j: h[j]['val_loss'])
+        out.append(TrainResult(history=h, early_stop_iter=h[i]['iter'], early_stop_val_loss=h[i]['val_loss'],
+                               early_stop_val_acc=h[i]['val_acc'], early_stop_test_acc=h[i]['test_acc'],
+                               final_val_acc=h[-1]['val_acc'], final_test_acc=h[-1]['test_acc'], iterations=T,
+                               start_iter=start_iter, wall_s=wall, snapshots={}))
+    return out
 
 def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
                   cfg, # a `lth_nb.train.TrainConfig` shared by all members
@@ -238,11 +270,15 @@ def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
                   masks:Sequence=None, # K member masks (dicts / `Mask`s of member parameter names), or None
                   seeds:Sequence[int]=None, # per-member data-order seeds; default `cfg.seed + k`
                   evaluate:bool=True, # record val/test metrics every `cfg.eval_every` iterations and at the end
-                  start_iter:int=0 # resume the schedule/budget here (training after rewinding), as `train(start_iter=)`
+                  start_iter:int=0, # resume the schedule/budget here (training after rewinding), as `train(start_iter=)`
+                  graph:bool=None # replay each step from a CUDA graph (`lth_nb.fastpath`); None: on CUDA without augmentation
                  ) -> list:
     "Train the K members of `net` together under `cfg`; one `TrainResult` per member."
-    from lth_nb.train import TrainResult
     K, dev = net.K, next(net.parameters()).device
+    if graph is None: graph = dev.type == 'cuda' and not _augmenting(data, cfg)
+    if graph:
+        from lth_nb.fastpath import train_stacked_graphed
+        return train_stacked_graphed(net, data, cfg, lrs=lrs, masks=masks, seeds=seeds, evaluate=evaluate, start_iter=start_iter)
     seeds = [cfg.seed + k for k in range(K)] if seeds is None else [int(s) for s in seeds]
     check(len(seeds) == K, 'seeds', seeds, f'{K} seeds (one per member)')
     base_f = [float(cfg.lr)] * K if lrs is None else [float(l) for l in lrs]
@@ -270,18 +306,7 @@ def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
             for k, (a, b, c, d, e) in enumerate(rows):
                 hist[k].append(dict(iter=step + 1, lr=base_f[k] * lr_f(step), train_loss=a, val_loss=b, val_acc=c, test_loss=d, test_acc=e))
             tl.zero_(); n_loss = 0
-    wall = time.time() - t0
-    out = []
-    for k, h in enumerate(hist):
-        if not h: out.append(TrainResult(history=[], early_stop_iter=None, early_stop_val_loss=None, early_stop_val_acc=None,
-                                         early_stop_test_acc=None, final_val_acc=None, final_test_acc=None, iterations=T,
-                                         start_iter=start_iter, wall_s=wall, snapshots={})); continue
-        i = min(range(len(h)), key=lambda j: h[j]['val_loss'])
-        out.append(TrainResult(history=h, early_stop_iter=h[i]['iter'], early_stop_val_loss=h[i]['val_loss'],
-                               early_stop_val_acc=h[i]['val_acc'], early_stop_test_acc=h[i]['test_acc'],
-                               final_val_acc=h[-1]['val_acc'], final_test_acc=h[-1]['test_acc'], iterations=T,
-                               start_iter=start_iter, wall_s=wall, snapshots={}))
-    return out
+    return _stacked_results(hist, T, start_iter, time.time() - t0)
 
 # %% ../nbs/05a_batched.ipynb #a49a7567
 def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[preset('lenet300_mnist', 'quick', seed=s) for s in seeds]`
