@@ -38,7 +38,7 @@ class Product(nn.Module):
         return (torch.sign(w) * r,) + tuple(r.clone() for _ in range(self.D - 1))
 
 # %% ../nbs/10_dwf.ipynb #ec6ec56f
-INITS = ('dwf', 'varmatch', 'standard', 'balanced')
+INITS = ('dwf', 'dwf_matched', 'varmatch', 'standard', 'balanced')
 
 def init_factors(w:torch.Tensor, # the base (collapsed) weight: gives shape, device, dtype and, by default, sigma
                  D:int, # number of factors
@@ -65,6 +65,11 @@ def init_factors(w:torch.Tensor, # the base (collapsed) weight: gives shape, dev
         mag = (torch.special.ndtri(a + (b - a) * u) * s).clamp(lo, hi)   # |u| ~ N(0, s^2) truncated to [lo, hi]
         neg = torch.rand(w.shape, device=w.device, generator=generator) < 0.5
         out.append(torch.where(neg, -mag, mag).to(w.dtype))
+    if init == 'dwf_matched':   # E[u^2] of the truncated normal is s^2 * m2: rescale each factor to second moment s^2
+        al, be = lo / s, hi / s
+        pdf = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+        m2 = 1 + (al * pdf(al) - be * pdf(be)) / float(b - a)
+        out = [f * (1 / math.sqrt(m2)) for f in out]
     return out
 
 # %% ../nbs/10_dwf.ipynb #0741a164
@@ -153,7 +158,7 @@ def fit(model:nn.Module, # trained in place
         schedule:str='cosine', # 'cosine' (annealed to 0) or 'constant'
         loss:str='ce', # 'ce' (cross-entropy) or 'mse' (half mean squared error)
         mask=None, # optional dict name -> bool tensor kept enforced (pruned weights stay 0)
-        seed:int=0 # seed of the minibatch order
+        seed:int=0 # seed of the minibatch order (drawn on the CPU: the same order on every device)
        ) -> nn.Module:
     "Train with SGD + weight decay on the factors; returns `model`."
     check(lam >= 0, 'lam', lam, 'lam >= 0'); check(lr > 0, 'lr', lr, 'lr > 0')
@@ -168,13 +173,13 @@ def fit(model:nn.Module, # trained in place
     pairs = _mask_pairs(model, mask)
     with torch.no_grad():
         for p, m in pairs: p.mul_(m)
-    g = torch.Generator(device=x.device); g.manual_seed(seed)
-    n = len(x); perm, pos = torch.randperm(n, generator=g, device=x.device), 0
+    g = torch.Generator(); g.manual_seed(seed)
+    n = len(x); perm, pos = torch.randperm(n, generator=g).to(x.device), 0
     model.train()
     for _ in range(iterations):
         if batch_size is None: xb, yb = x, y
         else:
-            if pos + batch_size > n: perm, pos = torch.randperm(n, generator=g, device=x.device), 0
+            if pos + batch_size > n: perm, pos = torch.randperm(n, generator=g).to(x.device), 0
             idx = perm[pos:pos + batch_size]; pos += batch_size
             xb, yb = x[idx], y[idx]
         opt.zero_grad(set_to_none=True)

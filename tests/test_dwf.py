@@ -67,6 +67,32 @@ def test_inits_variance():
         assert 0.3 < float((p > 0).float().mean()) < 0.7
 
 
+@pytest.mark.parametrize("sigma", [0.01, 0.05, 0.2])
+def test_dwf_matched_restores_variance(sigma):
+    "The rescaled truncated init: product std = sigma (in expectation), same signs and relative order as 'dwf'."
+    for D in (1, 2, 3, 4):
+        assert abs(product_std_ratio(D, 'dwf_matched', sigma=sigma) - 1) < 0.05
+    w = torch.randn(300, 200) * sigma
+    for D in (2, 3):
+        a = init_factors(w, D, 'dwf', sigma=sigma, generator=torch.Generator().manual_seed(1))
+        b = init_factors(w, D, 'dwf_matched', sigma=sigma, generator=torch.Generator().manual_seed(1))
+        r = [fb / fa for fa, fb in zip(a, b)]
+        for x in r: assert float(x.min()) > 1 and abs(float(x.max() - x.min())) < 1e-5   # one common factor > 1
+
+
+def test_fit_batch_order_is_device_independent():
+    "fit draws its minibatch order on the CPU: a model trained from a CPU copy of x gives the same weights."
+    torch.manual_seed(0); x, y = torch.randn(120, 20), torch.randint(0, 3, (120,))
+    a, b = mlp(0), mlp(0)
+    fit(a, x, y, lr=0.05, iterations=7, batch_size=16, seed=3)
+    g = torch.Generator().manual_seed(3); perm = torch.randperm(120, generator=g)   # the order fit uses
+    opt = torch.optim.SGD(b.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 7)
+    for i in range(7):
+        idx = perm[16 * i:16 * (i + 1)]; opt.zero_grad(); nn.functional.cross_entropy(b(x[idx]), y[idx]).backward(); opt.step(); sched.step()
+    for pa, pb in zip(a.parameters(), b.parameters()): torch.testing.assert_close(pa, pb)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="init='glorot' is not allowed"): init_factors(torch.randn(3), 2, 'glorot')
     with pytest.raises(ValueError, match="eps="): init_factors(torch.randn(3) * 0.01, 2, 'dwf', eps=1.0)
