@@ -274,7 +274,8 @@ def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
                   graph:bool=None # replay each step from a CUDA graph (`lth_nb.fastpath`); None: on CUDA without augmentation
                  ) -> list:
     "Train the K members of `net` together under `cfg`; one `TrainResult` per member."
-    K, dev = net.K, next(net.parameters()).device
+    net.to(data.x_train.device)  # as `train` does: the stack follows the data
+    K, dev = net.K, data.x_train.device
     if graph is None: graph = dev.type == 'cuda' and not _augmenting(data, cfg)
     if graph:
         from lth_nb.fastpath import train_stacked_graphed
