@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['machine_info', 'interleaved', 'ratio_row', 'bench_masked', 'bench_batched', 'bench_data', 'bench_compact',
-           'bench_sparse', 'bench_openlth', 'bench_imp_batched', 'run_all', 'format_report', 'main']
+           'bench_sparse', 'step_flops', 'bench_floor', 'bench_openlth', 'bench_imp_batched', 'run_all',
+           'format_report', 'main']
 
 # %% ../nbs/05c_bench.ipynb #5ae8869a
 import argparse, copy, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time, warnings
@@ -180,6 +181,27 @@ def bench_sparse(densities=(0.5, 0.2, 0.1, 0.05, 0.02, 0.01), shape=(300, 784), 
     return dict(rows=rows, break_even_density=max(wins) if wins else None, shape=list(shape), batch=batch,
                 clock=_clock(torch.device('cpu'))[0])
 
+# %% ../nbs/05c_bench.ipynb #33ae4492
+def step_flops(sizes=(784, 300, 100, 10), batch:int=60) -> int:
+    "FLOPs of one MLP training step: forward, weight gradients, and input gradients of every layer but the first."
+    pairs = list(zip(sizes, sizes[1:]))
+    fwd = sum(2 * batch * a * b for a, b in pairs)
+    return 2 * fwd + sum(2 * batch * a * b for a, b in pairs[1:])
+
+def bench_floor(n:int=1024, trials:int=7, sizes=(784, 300, 100, 10), batch:int=60, device='cpu') -> list:
+    "This machine's fp32 GEMM rate (n^3 product) and the resulting compute floor of one MLP training step: two records."
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g).to(dev), torch.randn(n, n, generator=g).to(dev)
+    t = interleaved({'gemm': lambda: a @ b}, steps=3, trials=trials, device=dev)['gemm']
+    gflops = 2 * n ** 3 / (min(t) * 1e-3) / 1e9
+    fl = step_flops(sizes, batch)
+    floor = fl / (gflops * 1e9) * 1e3
+    return [dict(name=f'fp32 GEMM {n}^3 rate (best of {trials})', gflops=gflops, ms_min=min(t), clock=_clock(dev)[0],
+                 note=f'{gflops:.1f} GFLOP/s'),
+            dict(name=f'MLP {sizes} step at batch {batch}: compute floor', mflop=fl / 1e6, floor_ms=floor,
+                 note=f'{fl / 1e6:.1f} MFLOP -> >= {floor:.3f} ms per model-step')]
+
 # %% ../nbs/05c_bench.ipynb #2f12be77
 _OURS = """
 import sys, tempfile, time, torch
@@ -259,7 +281,8 @@ def run_all(quick:bool=False, device='cpu', openlth_iters:int=100, skip=()) -> d
                 compact=lambda: bench_compact(steps=3 if q else 10, trials=3 if q else 7),
                 sparse=lambda: bench_sparse(steps=3 if q else 10, trials=3 if q else 7),
                 openlth=lambda: bench_openlth(iters=openlth_iters, trials=1 if q else 2),
-                imp_batched=lambda: bench_imp_batched('lenet300_mnist', 'ci' if q else 'quick', rounds=1))
+                imp_batched=lambda: bench_imp_batched('lenet300_mnist', 'ci' if q else 'quick', rounds=1),
+                floor=lambda: bench_floor(trials=3 if q else 7))
     for name, fn in jobs.items():
         if name in skip: continue
         t0 = time.time(); out[name] = fn(); out[f'{name}_wall_s'] = round(time.time() - t0, 1)
@@ -277,6 +300,7 @@ def format_report(res:dict) -> str:
         recs = v['rows'] if isinstance(v, dict) else v
         for r in recs:
             if 'skipped' in r: lines.append(f"{r['name']:72s} skipped: {r['skipped']}"); continue
+            if 'note' in r: lines.append(f"{r['name']:72s} {r['note']}"); continue
             lines.append(f"{r['name']:72s} {r['base_ms_min']:8.3f} {r['base_ms_median']:8.3f} {r['ms_min']:8.3f} "
                          f"{r['ms_median']:8.3f} {r['ratio_median']:9.3f} {r['ratio_min']:9.3f}")
         if isinstance(v, dict) and 'break_even_density' in v:
@@ -290,7 +314,7 @@ def main(argv=None) -> dict:
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--quick', action='store_true', help='few steps/trials (smoke run)')
     ap.add_argument('--openlth-iters', type=int, default=100)
-    ap.add_argument('--skip', default='', help='comma-separated benchmarks to skip: ' + 'masked,batched,batched_per_member_lr,data,compact,sparse,openlth,imp_batched')
+    ap.add_argument('--skip', default='', help='comma-separated benchmarks to skip: ' + 'masked,batched,batched_per_member_lr,data,compact,sparse,openlth,imp_batched,floor')
     ap.add_argument('--json', default=None, help='write the result here')
     a = ap.parse_args(argv)
     check(a.threads >= 1, 'threads', a.threads, 'an integer >= 1')
