@@ -145,7 +145,9 @@ class StackedAdam(StackedOptimizer):
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
-        self.t_dev = torch.zeros((), dtype=self.params[0].dtype, device=self.params[0].device) if capturable else None
+        # float64, as the host path's Python floats: the bias corrections then round to the same float32 values, so a
+        # captured step equals an eager one bit for bit (float32 here drifts ~1e-3 in 120 steps through Adam's chaos)
+        self.t_dev = torch.zeros((), dtype=torch.float64, device=self.params[0].device) if capturable else None
         self._lr = [_bshape(self.lr, p) for p in self.params]
 
     @torch.no_grad()

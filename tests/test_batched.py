@@ -14,7 +14,9 @@ from lth_nb.train import TrainConfig, train
 
 @pytest.fixture(scope='module')
 def synth():
-    return get_data('synthetic', like='mnist', n_train=1200, n_val=300, n_test=300, seed=0)
+    # on the CPU wherever the tests run: exact batched = sequential agreement is a CPU claim (on a GPU, bmm and mm
+    # kernels round differently and Adam amplifies it; there the graphed path is checked against the eager one instead)
+    return get_data('synthetic', like='mnist', n_train=1200, n_val=300, n_test=300, seed=0, device='cpu')
 
 
 def _mlp(sizes, seed):
@@ -103,7 +105,9 @@ def test_equals_sequential_train(optimizer, lr, synth):
         ref = get_model('lenet300_100', seed=20 + k)
         sres = train(ref, synth, cfg.replace(seed=cfg.seed + k), mask=masks[k])
         sd = net.member_state_dict(k)
-        for n, p in ref.state_dict().items(): torch.testing.assert_close(sd[n], p, rtol=1e-3, atol=1e-4)
+        # atol 1e-3: on another CPU (the H100 host's) bmm and mm round differently and 60 AdamW steps left 0.1% of the
+        # weights up to 4.8e-4 apart; a batching bug moves them by the size of the updates (~1e-2 and more)
+        for n, p in ref.state_dict().items(): torch.testing.assert_close(sd[n], p, rtol=1e-3, atol=1e-3)
         assert [h['iter'] for h in sres.history] == [h['iter'] for h in bres[k].history]
         for hs, hb in zip(sres.history, bres[k].history): assert abs(hs['val_loss'] - hb['val_loss']) < 1e-3
 
@@ -116,7 +120,7 @@ def test_per_member_lr_equals_separate_runs(synth):
     for k, lr in enumerate(lrs):
         ref = get_model('lenet300_100', seed=1)
         train(ref, synth, cfg.replace(lr=lr, seed=0))
-        for n, p in ref.state_dict().items(): torch.testing.assert_close(net.member_state_dict(k)[n], p, rtol=1e-3, atol=1e-4)
+        for n, p in ref.state_dict().items(): torch.testing.assert_close(net.member_state_dict(k)[n], p, rtol=1e-3, atol=1e-3)
 
 
 def test_long_runs_statistically_equal(data_root):
