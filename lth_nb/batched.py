@@ -145,9 +145,11 @@ class StackedAdam(StackedOptimizer):
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
-        # float64, as the host path's Python floats: the bias corrections then round to the same float32 values, so a
-        # captured step equals an eager one bit for bit (float32 here drifts ~1e-3 in 120 steps through Adam's chaos)
-        self.t_dev = torch.zeros((), dtype=torch.float64, device=self.params[0].device) if capturable else None
+        # on CUDA the step count lives on the device whether or not a graph captures the step: eager and captured steps
+        # then run the same kernels and agree bit for bit (host floats take other rounding paths, e.g. a scalar divisor
+        # becomes a reciprocal multiply, and Adam amplifies a 1e-7 difference to ~1e-3 in 120 steps)
+        on_dev = capturable or self.params[0].is_cuda
+        self.t_dev = torch.zeros((), dtype=torch.float64, device=self.params[0].device) if on_dev else None
         self._lr = [_bshape(self.lr, p) for p in self.params]
 
     @torch.no_grad()
