@@ -185,8 +185,8 @@ def nm_mask(w:Tensor, # weight whose last dimension is the input dimension
     keep = torch.zeros(g.shape, dtype=torch.bool, device=w.device).scatter_(1, g.topk(n, dim=1).indices, True)
     return keep.view(w.shape)
 
-def nm_prune(model:nn.Module, n:int=2, m:int=4, skip:Sequence[str]=()) -> 'Mask':
-    "A `lth_nb.prune.Mask` with the n:m pattern on every Linear/Conv weight whose input dimension divides by m."
+def nm_prune(model:nn.Module, n:int=2, m:int=4, skip:Sequence[str]=()):
+    "The n:m pattern as a `lth_nb.prune.Mask`, on every Linear/Conv weight whose input dimension divides by m."
     from lth_nb.prune import Mask
     out = {}
     for name, mod in model.named_modules():
