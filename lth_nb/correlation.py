@@ -185,7 +185,7 @@ def sweep_config(lr:float, seed:int,             # the sweep point
 _CONV = dict(model='lenet5', data='fashion_mnist', exclude=('conv1.weight',), rate=0.5)
 CONV_SWEEP = {   # LeNet-5 / Fashion-MNIST LR sweep per tier: IMP at `imp_lrs`, the dense round only at the other `lrs`
     'ci':    dict(lrs=(0.005, 0.1), imp_lrs=(0.005, 0.1), seeds=(0,), cfg=dict(_CONV, iters=200, rounds=1, data_kw=dict(n_test=2000))),
-    'quick': dict(lrs=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15), imp_lrs=(0.005, 0.02, 0.05, 0.1), seeds=(0, 1, 2),
+    'quick': dict(lrs=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15), imp_lrs=(0.005, 0.02, 0.05, 0.1), seeds=(0, 1, 2, 3),
                   cfg=dict(_CONV, iters=1000, rounds=5)),
     'full':  dict(lrs=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15), imp_lrs=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
                   seeds=(0, 1, 2, 3, 4), cfg=dict(_CONV, iters=20000, rounds=15, rate=0.2)),
