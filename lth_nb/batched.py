@@ -223,12 +223,13 @@ def stack_masks(net:StackedMLP, masks:Sequence # K masks (dicts: member param na
 
 # %% ../nbs/05a_batched.ipynb #92a3ee3e
 @torch.no_grad()
-def evaluate_stacked(net:StackedMLP, x:Tensor, y:Tensor, batch_size:int=2000) -> tuple:
+def evaluate_stacked(net, # a `StackedMLP` or `lth_nb.stacked.StackedModel`
+                      x:Tensor, y:Tensor, batch_size:int=2000) -> tuple:
     "Per-member mean cross-entropy and accuracy on (x, y): two tensors of shape (K,)."
     K, loss, correct = net.K, 0., 0.
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        out = net(xb.reshape(1, len(xb), -1).expand(K, -1, -1))
+        out = net(xb.unsqueeze(0).expand(K, *xb.shape))
         loss = loss + F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.repeat(K), reduction='none').view(K, -1).sum(1)
         correct = correct + (out.argmax(-1) == yb).sum(1)
     return loss / len(x), correct.float() / len(x)
@@ -337,7 +338,8 @@ def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[pre
     if data is None: data = L.load_data(cfgs[0], device, data_root)
     dev, c0 = data.device, cfgs[0]
     T, R = L.check_data(c0, data)
-    _linear_layers(L.build_model(c0, data, device='cpu'))  # MLPs only: a clear error otherwise
+    from lth_nb.stacked import stack_models
+    stack_models([L.build_model(c0, data, device='cpu')])  # a stackable architecture (no buffers): a clear error otherwise
     if R > 0:  # round 0 snapshots the rewind point: let imp do it, then batch the pruned rounds
         for c in cfgs: L.imp(c.replace(rounds=0, reinits=0, random_masks=0), store, data=data)
     runs = [store.run('imp', c.identity(), version=L.LOTTERY_VERSION) for c in cfgs]
@@ -389,7 +391,7 @@ def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[pre
                 mods = []
                 for jb in group:
                     mm = L.build_model(cfgs[jb['i']], data, device=dev); mm.load_state_dict(jb['start']); mods.append(mm)
-                net = StackedMLP.from_models(mods).to(dev)
+                net = stack_models(mods).to(dev)  # StackedMLP for MLPs, a vmapped StackedModel otherwise
                 dense = all(jb['mask'].density == 1.0 for jb in group)
                 res = train_stacked(net, data, c0.train_cfg(), masks=None if dense else [jb['mask'] for jb in group],
                                     seeds=[cfgs[jb['i']].seed for jb in group], start_iter=s0)
