@@ -211,10 +211,16 @@ _LOCKS, _LOCKS_GUARD = {}, threading.Lock()
 
 class Run:
     "One run of a `Store`: a folder of JSON stages plus a folder of tensors, keyed by the config hash."
-    def __init__(self, store, kind:str, key:str, config:dict, version=1):
+    def __init__(self, store, kind:str, key:str, config:dict, version=1, meta:dict=None):
         self.store, self.kind, self.key, self.config, self.version = store, kind, key, config, version
         self.path = Path(store.root)/kind/key
         self.tensor_path = Path(store.tensor_root)/kind/key
+        self._meta = meta  # written as config.json by the first save/lock: looking at a run creates nothing
+
+    def _ensure(self):
+        "Write `config.json` (kind, version, config, provenance) if this run has none yet."
+        f = self.path/'config.json'
+        if self._meta is not None and not f.exists(): atomic_write_text(f, json.dumps(self._meta, indent=1))
 
     def __repr__(self): return f"Run({self.kind}/{self.key}, stages={self.stages()})"
 
@@ -239,6 +245,7 @@ class Run:
         if start is not None: prov.update(start=start, end=prov['time'])
         d['_provenance'] = prov
         if wall_s is not None: d['_wall_s'] = round(float(wall_s), 4)
+        self._ensure()
         atomic_write_text(self._file(stage), json.dumps(d, indent=1))
         return self.load(stage)
 
@@ -265,6 +272,7 @@ class Run:
 
     def save_tensors(self, name:str, obj):
         "Atomically `torch.save` `obj` (tensors, state dicts, dicts of tensors) as `<tensor_path>/<name>.pt`."
+        self._ensure()
         atomic_torch_save(obj, self._tfile(name))
 
     def load_tensors(self, name:str, map_location=None):
@@ -281,6 +289,7 @@ class Run:
     def lock(self):
         "Exclusive `fcntl` lock on the run folder (re-entrant within a process; other processes wait)."
         self.path.mkdir(parents=True, exist_ok=True)
+        self._ensure()
         lf = str((self.path/'.lock').resolve())
         with _LOCKS_GUARD:
             ent = _LOCKS.setdefault(lf, [threading.RLock(), None, 0])
@@ -312,17 +321,14 @@ class Store:
             config, # a dict or a `Config`: the run's identity
             version=1 # code version mixed into the key; bump it to invalidate old results
            ) -> Run:
-        "The run of `kind` for `config` (folder and `config.json` created on first use)."
+        "The run of `kind` for `config` (its folder and `config.json` are written by its first save or lock)."
         check(_kind_ok(kind), 'kind', kind, 'a non-empty name without "/" or leading "."')
         cfg = config.to_dict() if isinstance(config, Config) else to_jsonable(config)
         check(isinstance(cfg, dict), 'config', config, 'a dict or a Config')
-        run = Run(self, kind, config_hash(cfg, version), cfg, version)
-        f = run.path/'config.json'
-        if not f.exists():
-            meta = dict(kind=kind, version=version, key=run.key, config=cfg, provenance=provenance())
-            if isinstance(config, Config): meta['config_class'] = type(config).__name__
-            atomic_write_text(f, json.dumps(meta, indent=1))
-        return run
+        key = config_hash(cfg, version)
+        meta = dict(kind=kind, version=version, key=key, config=cfg, provenance=provenance())
+        if isinstance(config, Config): meta['config_class'] = type(config).__name__
+        return Run(self, kind, key, cfg, version, meta=meta)
 
     def runs(self, kind=None) -> list:
         "All runs (of `kind`, if given), read from their `config.json`."

@@ -149,10 +149,11 @@ def test_store_roundtrip(store):
     run = store.run('exp', {'lr': 0.1, 'seed': 0})
     assert run.key == config_hash({'lr': 0.1, 'seed': 0}, 1)
     assert run.path == store.root / 'exp' / run.key
-    meta = json.loads((run.path / 'config.json').read_text())
-    assert meta['kind'] == 'exp' and meta['config'] == {'lr': 0.1, 'seed': 0} and 'provenance' in meta
+    assert not run.path.exists() and store.runs() == []  # looking writes nothing
     assert not run.has('train')
     saved = run.save('train', {'acc': 0.9, 'curve': (1, 2)}, wall_s=1.5)
+    meta = json.loads((run.path / 'config.json').read_text())
+    assert meta['kind'] == 'exp' and meta['config'] == {'lr': 0.1, 'seed': 0} and 'provenance' in meta
     loaded = run.load('train')
     assert loaded == saved and loaded['acc'] == 0.9 and loaded['curve'] == [1, 2] and loaded['_wall_s'] == 1.5
     assert loaded['_provenance']['torch'] == torch.__version__
@@ -240,10 +241,12 @@ def test_get_or_run(store):
 
 
 def test_runs_and_find(store):
-    store.run('a', {'lr': 0.1, 'seed': 0, 'model': {'width': 1}})
-    store.run('a', {'lr': 0.2, 'seed': 0, 'model': {'width': 2}})
-    store.run('b', {'lr': 0.1})
-    assert len(store.runs()) == 3 and len(store.runs('a')) == 2
+    store.run('a', {'lr': 0.1, 'seed': 0, 'model': {'width': 1}}).save('s', 1)
+    store.run('a', {'lr': 0.2, 'seed': 0, 'model': {'width': 2}}).save('s', 1)
+    store.run('b', {'lr': 0.1}).save_tensors('t', {'x': torch.zeros(1)})
+    with store.run('c', {'lr': 0.1}).lock(): pass
+    store.run('a', {'lr': 0.3})  # looked at only: not a run
+    assert len(store.runs()) == 4 and len(store.runs('a')) == 2
     assert len(store.find('a', seed=0)) == 2 and len(store.find('a', lr=0.2)) == 1
     assert len(store.find('a', model__width=2)) == 1 and store.find('a', nothing=1) == []
     assert Store(store.root / 'empty').runs() == []
