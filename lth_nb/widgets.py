@@ -382,7 +382,7 @@ def run_rp(run, # a stored IMP `Run` (or `LotteryRun`)
     else:
         for w in r.store.find('weight_correlation', source_key=r.key):
             if not w.has('result'): continue
-            rp = {round(o['p'], 6): o for o in w.load('result').get('rp', [])}
+            rp = {round(o['p'], 6): o for o in (w.load('result').get('rp') or [])}  # None: the network diverged
             if all(round(p, 6) in rp for p in ps):
                 out = [dict(p=p, overall=rp[round(p, 6)]['overall'], chance=rp[round(p, 6)].get('chance', p)) for p in ps]
                 break

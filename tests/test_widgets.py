@@ -158,6 +158,9 @@ def test_rp_from_stored_correlation_result(sweep):
     got = run_rp(run, ps)
     assert [o['overall'] for o in got] == [0.525, 0.625, 0.75]
     assert run_rp(run, (0.3,)) is None   # p values not stored
+    other = [r for r in bare.runs('imp') if r.key != run.key][0]   # a diverged network stores rp=None: no curve
+    bare.run('weight_correlation', dict(source_kind='imp', source_key=other.key)).save('result', dict(rp=None))
+    assert run_rp(other, ps) is None
 
 
 def test_empty_store(store):
