@@ -102,18 +102,20 @@ def summarize(records:Iterable[dict], # records (normalized or not)
               metric:str='early_stop_test_acc', # the key to aggregate
               kinds:Sequence[str]|None=None # keep only these kinds (None = all)
              ) -> list[dict]:
-    "Mean/std/min/max/n of `metric` over seeds, per kind and % weights remaining (largest first)."
-    groups = defaultdict(list)
+    "Mean/std/min/max/n of `metric` over seeds (a seed's controls averaged first), per kind and % weights remaining."
+    groups = defaultdict(lambda: defaultdict(list))  # (kind, level) -> seed -> values (several controls per seed)
+    rounds = {}
     for r in normalize_records(records):
         if kinds is not None and r['kind'] not in kinds: continue
         if r.get(metric) is None: continue
-        groups[(r['kind'], round(r['pct_remaining'], 2))].append((r['seed'], float(r[metric]), r.get('round')))
+        key = (r['kind'], round(r['pct_remaining'], 2))
+        groups[key][r['seed']].append(float(r[metric])); rounds.setdefault(key, r.get('round'))
     out = []
-    for (kind, pct), vals in groups.items():
-        xs = [v for _, v, _ in vals]
-        out.append(dict(kind=kind, pct_remaining=pct, round=vals[0][2], metric=metric, n=len(xs),
+    for (kind, pct), by_seed in groups.items():
+        xs = [statistics.fmean(v) for v in by_seed.values()]  # one value per seed: n counts seeds, not controls
+        out.append(dict(kind=kind, pct_remaining=pct, round=rounds[(kind, pct)], metric=metric, n=len(xs),
                         mean=statistics.fmean(xs), std=statistics.stdev(xs) if len(xs) > 1 else 0.0,
-                        min=min(xs), max=max(xs), seeds=sorted(s for s, _, _ in vals)))
+                        min=min(xs), max=max(xs), seeds=sorted(by_seed)))
     order = {k: i for i, k in enumerate(kinds or [])}
     return sorted(out, key=lambda o: (order.get(o['kind'], len(order)), o['kind'], -o['pct_remaining']))
 
@@ -124,12 +126,15 @@ def values_at(records:Iterable[dict], # records
               pct:float=100.0, # wanted % weights remaining (nearest level used)
               max_ratio:float|None=1.5 # refuse a level further than this factor from `pct` (None: any)
              ) -> tuple[dict, float|None]:
-    "(`{seed: metric}`, level used) for `kind` at the % remaining nearest to `pct`; ({}, None) if none is close enough."
+    "(`{seed: metric}` (a seed's controls averaged), level used) for `kind` at the % remaining nearest to `pct`; ({}, None) if none is close."
     recs = [r for r in normalize_records(records) if r['kind'] == kind and r.get(metric) is not None]
     if not recs: return {}, None
     lv = min({round(r['pct_remaining'], 2) for r in recs}, key=lambda h: abs(math.log(h) - math.log(pct)))
     if max_ratio is not None and max(lv / pct, pct / lv) > max_ratio: return {}, None
-    return {r['seed']: float(r[metric]) for r in recs if round(r['pct_remaining'], 2) == lv}, lv
+    by_seed = defaultdict(list)
+    for r in recs:
+        if round(r['pct_remaining'], 2) == lv: by_seed[r['seed']].append(float(r[metric]))
+    return {s: statistics.fmean(v) for s, v in by_seed.items()}, lv  # a seed's controls (e.g. 3 reinits) averaged
 
 def paired(a:dict, # {seed: value}
            b:dict, # {seed: value}

@@ -236,3 +236,15 @@ def test_claim_row_shows_mean_sd_n_and_uses_se():
     r = claim_row("c", "m", [0.42], figure="Fig")
     assert r["observed"] == "0.42" and r["seeds"] == 1 and r["verdict"] == NR
     assert claim_row("c", "m", [0.30, 0.42, 0.54], "~", 0.0, tol=0.3, tier="full", figure="F")["rule"] == "0 ± 0.3"
+
+
+def test_controls_per_seed_are_averaged_before_the_spread():
+    "Three reinits per ticket (the full LTH tier): n counts seeds and each seed contributes the mean of its controls."
+    from lth_nb.viz import values_at
+    recs = [dict(kind='reinit', seed=s, density=0.5, early_stop_test_acc=v)
+            for s, vals in ((0, (0.90, 0.92, 0.94)), (1, (0.80, 0.80, 0.80))) for v in vals]
+    (row,) = summarize(recs)
+    assert row['n'] == 2 and row['seeds'] == [0, 1]
+    assert row['mean'] == pytest.approx(86.0) and row['min'] == pytest.approx(80.0) and row['max'] == pytest.approx(92.0)
+    got, lv = values_at(recs, 'early_stop_test_acc', kind='reinit', pct=50)
+    assert lv == 50 and got == pytest.approx({0: 92.0, 1: 80.0})
