@@ -47,7 +47,8 @@ def train_stacked_graphed(net, # a `lth_nb.batched.StackedMLP` on a CUDA device
                           data, # a `lth_nb.data.Data` on the same device, without augmentation
                           cfg, # a `lth_nb.train.TrainConfig` shared by all members
                           lrs=None, masks:Sequence=None, seeds:Sequence[int]=None, evaluate:bool=True, start_iter:int=0,
-                          warmup:int=3 # eager steps before the capture (they are real training steps)
+                          warmup:int=3, # eager steps before the capture (they are real training steps)
+                          analytic:bool=False # capture `StackedMLP.loss_and_grads` instead of autograd's backward
                          ) -> list:
     "`lth_nb.batched.train_stacked` with every step one replay of a captured CUDA graph: same batches, same updates."
     from lth_nb.batched import _augmenting, _stacked_results, evaluate_stacked, make_stacked_optimizer, stack_masks
@@ -82,9 +83,12 @@ def train_stacked_graphed(net, # a `lth_nb.batched.StackedMLP` on a CUDA device
     def body():
         i = idx_buf.index_select(0, cnt)[0]
         torch.index_select(lr_buf, 0, cnt, out=lr_out)
-        out = net(x[i])
-        losses = F.cross_entropy(out.reshape(-1, out.shape[-1]), y[i].reshape(-1), reduction='none').view(K, -1).mean(1)
-        losses.sum().backward(); opt.step()
+        if analytic: losses = net.loss_and_grads(x[i], y[i])
+        else:
+            out = net(x[i])
+            losses = F.cross_entropy(out.reshape(-1, out.shape[-1]), y[i].reshape(-1), reduction='none').view(K, -1).mean(1)
+            losses.sum().backward()
+        opt.step()
         tl.add_(losses.detach()); cnt.add_(1)
     step = GraphedStep(body, opt.zero_grad, warmup)
 
@@ -130,7 +134,7 @@ def _seq_models(K, sizes, dev):
 def bench_gpu_steps(Ks=(1, 5, 10, 20), # numbers of networks per comparison
                     steps:int=200, # steps per configuration per trial
                     trials:int=5, batch:int=60, sizes=(784, 300, 100, 10), device='cuda') -> list:
-    "Per-model training-step time: sequential eager / sequential graphed / batched eager / batched graphed, one dict per K."
+    "Per-model step time: sequential eager/graphed, batched eager/graphed, each batched one also with `loss_and_grads`; a dict per K."
     from lth_nb.batched import StackedMLP, StackedAdam
     from lth_nb.bench import interleaved
     dev = torch.device(device)
@@ -152,16 +156,18 @@ def bench_gpu_steps(Ks=(1, 5, 10, 20), # numbers of networks per comparison
             def run():
                 for g in gs: g()
             return run
-        def bat_fn(graphed):
+        def bat_fn(graphed, analytic=False):
             net = StackedMLP.from_models(_seq_models(K, sizes, dev)).to(dev)
             opt = StackedAdam(list(net.parameters()), 1e-3, capturable=graphed)
             def f():
+                if analytic: net.loss_and_grads(x, y); opt.step(); return
                 o = net(x); (F.cross_entropy(o.reshape(-1, o.shape[-1]), y.reshape(-1), reduction='sum') / batch).backward(); opt.step()
             if graphed: return GraphedStep(f, opt.zero_grad)
             def run(): opt.zero_grad(); f()
             return run
         fns = {'sequential': seq_fns(False), 'sequential graphed': seq_fns(True), 'batched': bat_fn(False),
-               'batched graphed': bat_fn(True)}
+               'batched graphed': bat_fn(True), 'batched analytic': bat_fn(False, True),
+               'batched graphed analytic': bat_fn(True, True)}
         def rep(fn):
             def r():
                 for _ in range(steps): fn()
@@ -232,7 +238,9 @@ def gpu_report(path) -> str:
     for r in res.get('steps', []):
         lines.append(f"K={r['K']:>2}: per-model ms  seq {r['sequential per-model ms']:.3f}  seq graphed {r['sequential graphed per-model ms']:.3f}"
                      f"  batched {r['batched per-model ms']:.4f}  batched graphed {r['batched graphed per-model ms']:.4f}"
-                     f"  -> x{r['batched graphed speed-up']:.1f}")
+                     f"  -> x{r['batched graphed speed-up']:.1f}"
+                     + (f"  (graphed analytic {r['batched graphed analytic per-model ms']:.4f}: x{r['batched graphed analytic speed-up']:.1f})"
+                        if 'batched graphed analytic per-model ms' in r else ''))
     for r in res.get('semi_structured', []):
         lines.append(f"{r['name']}: " + (r['skipped'] if 'skipped' in r else f"x{r['speedup']:.2f} faster (rel err {r['rel_err']:.1e})"))
     for r in res.get('masked', []): lines.append(f"{r['name']}: {r['ratio_median']:.2f}x")

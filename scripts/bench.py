@@ -20,7 +20,8 @@ Output format (stdout):
   'skipped: reason'. The sparse block ends with 'sparse break-even density' (largest measured density where CSR is
   faster than dense; None: never).
   With --json PATH: {"info": {when, machine, cores, torch, threads, device, loadavg, loadavg_end},
-   "masked": [records], "batched": [records + K, speedup, optimizer], "batched_per_member_lr": [...],
+   "masked": [records], "batched": [records + K, speedup, optimizer, path (the batched step train_stacked runs
+   here: analytic on a CPU), speedup_autograd, analytic_vs_autograd], "batched_per_member_lr": [...],
    "data": [...], "compact": [records + rate, bytes, dense_bytes, memory_ratio],
    "sparse": {"rows": [records + density, memory_ratio], "break_even_density", "shape", "batch", "clock"},
    "openlth": [records (ms of whole processes) + iters, trials], "<name>_wall_s": seconds each benchmark took}

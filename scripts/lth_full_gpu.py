@@ -5,6 +5,7 @@ trained as one CUDA-graphed stack.
 
 Usage: LTH_NB_STORE=... LTH_NB_CACHE=... python scripts/lth_full_gpu.py --out results/bench/lth_full_gpu.json
        [--rounds R] [--iterations N] [--seeds S] [--reinits C]   (smaller overrides for a smoke run)
+       [--analytic]   (capture StackedMLP.loss_and_grads in the graph instead of autograd's backward: the A/B lever)
 """
 import argparse, json, os, sys, time
 from pathlib import Path
@@ -20,6 +21,7 @@ def main(argv=None):
     ap.add_argument('--tier', default='full')
     ap.add_argument('--rounds', type=int); ap.add_argument('--iterations', type=int)
     ap.add_argument('--seeds', type=int); ap.add_argument('--reinits', type=int)
+    ap.add_argument('--analytic', action='store_true', help="train_stacked(analytic=True): hand-written backward")
     a = ap.parse_args(argv)
     from lth_nb.batched import imp_batched
     from lth_nb.bench import machine_info
@@ -37,12 +39,12 @@ def main(argv=None):
     c0 = cfgs[0]
     t0 = time.time(); data = load_data(c0, dev); t_data = time.time() - t0
     t0 = time.time()
-    runs = imp_batched(cfgs, Store(), data=data)
+    runs = imp_batched(cfgs, Store(), data=data, analytic=a.analytic or None)
     if dev == 'cuda': torch.cuda.synchronize()
     wall = time.time() - t0
     T = c0.train.iterations
     trainings = len(seeds) * (c0.rounds + 1) + len(seeds) * c0.rounds * (c0.reinits + c0.random_masks)
-    res = dict(info=info, preset='lenet300_mnist', tier=a.tier, seeds=seeds, rounds=c0.rounds, iterations=T,
+    res = dict(info=info, preset='lenet300_mnist', tier=a.tier, analytic=bool(a.analytic), seeds=seeds, rounds=c0.rounds, iterations=T,
                reinits=c0.reinits, random_masks=c0.random_masks, eval_every=c0.train.eval_every, trainings=trainings,
                network_iterations=trainings * T, sequential_steps=(c0.rounds + 1) * T, data_load_s=round(t_data, 2),
                wall_s=round(wall, 1), ms_per_sequential_step=1e3 * wall / ((c0.rounds + 1) * T),
