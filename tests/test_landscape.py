@@ -1,5 +1,5 @@
-"""Tests of lth_nb.landscape against known truth: a quadratic model with a known Hessian, self-interpolation,
-mask restriction, bad inputs, and the cost on LeNet-300-100 / MNIST."""
+"""Tests of lth_nb.landscape and lth_nb.slices against known truth: a quadratic model with a known Hessian,
+self-interpolation, mask restriction, bad inputs, and the cost on LeNet-300-100 / MNIST."""
 import math, time, warnings
 
 import numpy as np
@@ -9,9 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lth_nb.landscape import (Objective, eval_batches, top_eigenvalues, lanczos, power_iteration, hessian_trace,
-                              random_direction, filter_scales, basin_radii, basin_volume, interpolate, barrier,
-                              linear_connectivity, consecutive_barriers, mask_state, loss_surface_1d,
-                              loss_surface_2d, measure)
+                              random_direction, filter_scales, basin_radii, basin_volume, measure)
+from lth_nb.slices import (interpolate, barrier, linear_connectivity, consecutive_barriers, mask_state,
+                           loss_surface_1d, loss_surface_2d)
 
 warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
 
