@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['KINDS', 'STRATEGIES', 'SAFE_OPTIMIZERS', 'SAFE_OPTIMIZERS_NAMES', 'layer_kind', 'prunable', 'Mask', 'prune_counts',
            'score_prune', 'register_strategy', 'get_strategy', 'magnitude_prune', 'large_magnitude_prune',
-           'random_prune', 'snip_prune', 'synflow_prune', 'structured_prune', 'apply_mask', 'MaskEnforcer',
-           'mask_enforcer', 'compact', 'to_torch_prune', 'from_torch_prune', 'sparsity_report']
+           'random_prune', 'apply_mask', 'MaskEnforcer', 'mask_enforcer', 'compact', 'to_torch_prune',
+           'from_torch_prune', 'sparsity_report']
 
 # %% ../nbs/03_prune.ipynb #ee2b9e40
-import copy, fnmatch, importlib, json, numbers, os, tempfile, warnings
+import fnmatch, importlib, json, numbers, os, tempfile, warnings
 from pathlib import Path
 
 import torch
@@ -282,110 +282,6 @@ def random_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
     scores = {n: torch.rand(t.shape, generator=g).to(t.device) for n, t in mask.items()}
     return score_prune(model, scores, rate, mask, scope, rates, allow_empty)
 
-# %% ../nbs/03_prune.ipynb #01ef3c6f
-def _batch(data, batch_size):
-    if isinstance(data, (tuple, list)) and len(data) == 2: return data[0], data[1]
-    if hasattr(data, 'x_train') and hasattr(data, 'y_train'): return data.x_train[:batch_size], data.y_train[:batch_size]
-    check(False, 'data', type(data).__name__, 'a batch (x, y) or a Data object with x_train/y_train')
-
-def _masked_copy(model, mask):
-    net = copy.deepcopy(model)
-    ps = _params(net, mask)
-    with torch.no_grad():
-        for n, p in ps.items(): p.mul_(mask[n].to(p.dtype))
-    net.zero_grad(set_to_none=True)
-    return net, ps
-
-@register_strategy('snip')
-def snip_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
-               batch_size=128, # examples taken from a `Data`
-               loss_fn=None, # default cross entropy
-               allow_empty=False, include=None, exclude=None, **kw) -> Mask:
-    "SNIP: remove the unpruned weights with the smallest connection sensitivity |g * w| on one batch."
-    check(data is not None, 'data', data, 'a batch (x, y) or a Data with x_train/y_train: SNIP needs data')
-    mask = _start_mask(model, mask, include, exclude)
-    net, ps = _masked_copy(model, mask)
-    x, y = _batch(data, batch_size)
-    dev = next(net.parameters()).device
-    (loss_fn or F.cross_entropy)(net(x.to(dev)), y.to(dev)).backward()
-    for n, p in ps.items(): check(p.grad is not None, f'{n}.grad', None, 'a gradient (is the layer used in forward?)')
-    scores = {n: (p.grad * p).detach().abs() for n, p in ps.items()}
-    return score_prune(model, scores, rate, mask, scope, rates, allow_empty)
-
-def _input_shape(model, data, input_shape):
-    if input_shape is not None: return tuple(input_shape)
-    if data is not None and hasattr(data, 'input_shape'): return tuple(data.input_shape)
-    if isinstance(data, (tuple, list)) and len(data) == 2: return tuple(data[0].shape[1:])
-    for a in ('in_shape', 'input_shape'):
-        if getattr(model, a, None) is not None: return tuple(getattr(model, a))
-    check(False, 'input_shape', None, 'the input shape (C, H, W) or (features,), from input_shape=, data or model.in_shape')
-
-@register_strategy('synflow')
-def synflow_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
-                  iterations=100, # pruning steps along the exponential schedule
-                  input_shape=None, # shape of one input; default from data or model.in_shape
-                  dtype=torch.float64, # SynFlow's products overflow float32 in deep nets
-                  allow_empty=False, include=None, exclude=None, **kw) -> Mask:
-    "SynFlow: iterative, data-free pruning by synaptic flow |w * dR/dw| on an all-ones input."
-    check(isinstance(iterations, int) and iterations >= 1, 'iterations', iterations, 'an int >= 1')
-    mask = _start_mask(model, mask, include, exclude)
-    shape = _input_shape(model, data, input_shape)
-    lr = _layer_rates(model, mask, rate, rates)
-    alive0 = mask.alive()
-    groups0 = _groups(lr, alive0, scope, rate)
-    net = copy.deepcopy(model).to(dtype).eval()
-    for parent in list(net.modules()):   # saturating activations would zero the flow: use their linear part
-        for cname, child in list(parent.named_children()):
-            if isinstance(child, (nn.ReLU6, nn.Hardtanh)): setattr(parent, cname, nn.ReLU())
-    with torch.no_grad():   # the abs trick: a copy with |params| and |buffers|
-        for t in net.state_dict().values():
-            if t.is_floating_point(): t.abs_()
-    ps = _params(net, mask)
-    absw = {n: p.detach().clone() for n, p in ps.items()}
-    dev = next(net.parameters()).device
-    x = torch.ones((1,) + shape, dtype=dtype, device=dev)
-    cur = mask.clone()
-    for i in range(1, iterations + 1):
-        with torch.no_grad():
-            for n, p in ps.items(): p.copy_(absw[n] * cur[n])
-        net.zero_grad(set_to_none=True)
-        net(x).sum().backward()
-        scores = {n: (p.grad * p).detach().abs() for n, p in ps.items()}
-        groups = []
-        for names, k in groups0:
-            a0 = sum(alive0[n] for n in names); final = a0 - k
-            now = sum(int(cur[n].sum()) for n in names)
-            target = final if i == iterations else (round(a0 * (final / a0) ** (i / iterations)) if final > 0 and a0 > 0
-                                                    else round(a0 * (1 - i / iterations)))
-            groups.append((names, max(0, now - max(target, final))))
-        cur = _select(scores, cur, groups)
-    return _check_empty(cur, mask, allow_empty)
-
-# %% ../nbs/03_prune.ipynb #d10cc25a
-@register_strategy('structured')
-def structured_prune(model, rate, mask=None, scope='layer', rates=None, data=None,
-                     norm='l1', # 'l1' or 'l2' norm of a unit's weights
-                     allow_empty=False, include=None, exclude=None, **kw) -> Mask:
-    "Remove whole units of Linear layers / filters of Conv layers with the smallest norm."
-    check(scope == 'layer', 'scope', scope, "'layer' (structured pruning ranks units within each layer)")
-    check(norm in ('l1', 'l2'), 'norm', norm, "'l1' or 'l2'")
-    mask = _start_mask(model, mask, include, exclude)
-    lr = _layer_rates(model, mask, rate, rates)
-    for n, (r, e) in lr.items():
-        if not e and layer_kind(model, n) == 'output': lr[n] = (0.0, True)
-    ps = _params(model, mask)
-    units, scores = {}, {}
-    for n, p in ps.items():
-        check(p.dim() >= 2, f'{n}.dim()', p.dim(), '>= 2 (structured pruning removes rows/filters of weights)')
-        m = mask[n].reshape(len(p), -1)
-        units[n] = m.any(1)
-        w = (p.detach() * mask[n]).reshape(len(p), -1)
-        scores[n] = w.abs().sum(1) if norm == 'l1' else w.pow(2).sum(1).sqrt()
-    umask = Mask(units)
-    new_units = _select(scores, umask, _groups(lr, umask.alive(), 'layer', rate))
-    new = Mask({n: mask[n] & new_units[n].reshape((-1,) + (1,) * (mask[n].dim() - 1)) for n in mask})
-    return _check_empty(new, mask, allow_empty)
-
 # %% ../nbs/03_prune.ipynb #e0b9bea0
 SAFE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.NAdam,
                    torch.optim.RAdam, torch.optim.Adagrad)
@@ -490,3 +386,6 @@ def __getattr__(name):
     "Names that moved to another module, imported from it on first use (PEP 562)."
     if name in _REEXPORTS: return getattr(importlib.import_module(_REEXPORTS[name]), name)
     raise AttributeError(f"module 'lth_nb.prune' has no attribute {name!r}")
+
+# %% ../nbs/03_prune.ipynb #845cc414
+import lth_nb.strategies   # registers 'snip', 'synflow' and 'structured' in STRATEGIES; last: it imports this module

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lth_nb.compact import compact, from_torch_prune, sparsity_report, to_torch_prune
-from lth_nb.prune import (Mask, apply_mask, layer_kind, magnitude_prune, mask_enforcer, prunable, random_prune,
-                          structured_prune)
+from lth_nb.prune import Mask, apply_mask, layer_kind, magnitude_prune, mask_enforcer, prunable, random_prune
+from lth_nb.strategies import structured_prune
 from test_prune import MODELS, assert_masked, build, inp, rand_conv   # the random models of the prune tests
 
 

@@ -1,4 +1,4 @@
-"""Invariants of lth_nb.prune over many random models, rates and optimizers."""
+"""Invariants of lth_nb.prune (and the strategies of lth_nb.strategies) over many random models, rates and optimizers."""
 import copy, subprocess, sys, warnings
 from types import SimpleNamespace
 
@@ -11,7 +11,8 @@ from torch import nn
 from lth_nb.compact import from_torch_prune, sparsity_report   # the oracle reader; tests of compact: test_compact.py
 from lth_nb.prune import (Mask, MaskEnforcer, SAFE_OPTIMIZERS, STRATEGIES, apply_mask, get_strategy,
                           large_magnitude_prune, layer_kind, magnitude_prune, mask_enforcer, prunable, prune_counts,
-                          random_prune, register_strategy, score_prune, snip_prune, structured_prune, synflow_prune)
+                          random_prune, register_strategy, score_prune)
+from lth_nb.strategies import snip_prune, structured_prune, synflow_prune
 
 
 # ---------------------------------------------------------------- random models
@@ -477,6 +478,19 @@ def test_no_forward_hooks_and_apply_mask():
     m2 = apply_mask(copy.deepcopy(rand_mlp(1)), mk)
     assert all((p[~mk[n]] == 0).all() and (p[mk[n]] != 0).all() for n, p in prunable(m2).items())
     enf.detach()
+
+
+def test_strategies_registered_by_importing_prune_alone():
+    "lth_nb.prune imports lth_nb.strategies last: either import order gives the full registry, without a cycle error."
+    for first in ('lth_nb.prune', 'lth_nb.strategies'):
+        code = (f"import sys, {first}; from lth_nb.prune import STRATEGIES, get_strategy; "
+                "assert {'snip', 'synflow', 'structured'} <= set(STRATEGIES), sorted(STRATEGIES); "
+                "assert get_strategy('snip').__module__ == 'lth_nb.strategies'; "
+                "from lth_nb.lottery import LotteryConfig; LotteryConfig(strategy='synflow')")
+        subprocess.run([sys.executable, '-c', code], check=True)
+    import lth_nb.prune, lth_nb.strategies
+    assert not hasattr(lth_nb.prune, 'snip_prune')                       # no alias: the names live in lth_nb.strategies
+    assert STRATEGIES['structured'] is structured_prune and get_strategy('synflow') is synflow_prune
 
 
 def test_import_is_light():
