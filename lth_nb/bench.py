@@ -112,7 +112,8 @@ def bench_stacked(Ks=(1, 5, 10, 20), # numbers of members to compare
                   per_member_lr:bool=False # batched side with distinct member lrs (the foreach StackedAdam path)
                  ) -> list:
     "Per-model step time of K sequential fused-Adam steps vs one K-batched step (autograd and hand-written backward)."
-    from lth_nb.batched import StackedAdam, StackedMLP
+    from lth_nb.batched import StackedMLP
+    from lth_nb.optim import StackedAdam
     dev = torch.device(device or 'cpu')
     clock, _ = _clock(dev)
     out = []
@@ -188,7 +189,8 @@ def bench_data(batch:int=60, steps:int=20, trials:int=5, root=None) -> list:
 # %% ../nbs/05c_bench.ipynb #39ada353
 def bench_compact(rates=(0.5, 0.75, 0.9), batch:int=1000, steps:int=10, trials:int=5, sizes=(784, 300, 100, 10)) -> list:
     "Inference time and parameter memory of `compact`ed structured-pruned MLPs vs the dense one."
-    from lth_nb.prune import structured_prune, compact
+    from lth_nb.compact import compact
+    from lth_nb.strategies import structured_prune
     model = _lenet(0, sizes).eval()
     x = torch.randn(batch, sizes[0])
     nbytes = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())

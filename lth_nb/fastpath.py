@@ -51,7 +51,8 @@ def train_stacked_graphed(net, # a `lth_nb.batched.StackedMLP` on a CUDA device
                           analytic:bool=False # capture `StackedMLP.loss_and_grads` instead of autograd's backward
                          ) -> list:
     "`lth_nb.batched.train_stacked` with every step one replay of a captured CUDA graph: same batches, same updates."
-    from lth_nb.batched import _augmenting, _stacked_results, evaluate_stacked, make_stacked_optimizer, stack_masks
+    from lth_nb.batched import _augmenting, _stacked_results, evaluate_stacked, stack_masks
+    from lth_nb.optim import make_stacked_optimizer
     K, dev = net.K, next(net.parameters()).device
     check(dev.type == 'cuda', 'device', str(dev), "a CUDA device (train_stacked trains eagerly elsewhere)")
     check(not _augmenting(data, cfg), 'augment', data.augment, "no augmentation on the graphed path (use graph=False)")
@@ -135,7 +136,8 @@ def bench_gpu_steps(Ks=(1, 5, 10, 20), # numbers of networks per comparison
                     steps:int=200, # steps per configuration per trial
                     trials:int=5, batch:int=60, sizes=(784, 300, 100, 10), device='cuda') -> list:
     "Per-model step time: sequential eager/graphed, batched eager/graphed, each batched one also with `loss_and_grads`; a dict per K."
-    from lth_nb.batched import StackedMLP, StackedAdam
+    from lth_nb.batched import StackedMLP
+    from lth_nb.optim import StackedAdam
     from lth_nb.bench import interleaved
     dev = torch.device(device)
     check(dev.type == 'cuda', 'device', str(dev), 'a CUDA device')

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .batched import StackedAdam, StackedMLP
+from .batched import StackedMLP
+from .optim import StackedAdam
 from .core import check
 
 # %% ../nbs/05f_stacked.ipynb #43e7ce6c

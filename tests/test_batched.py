@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lth_nb.batched import StackedAdam, StackedMLP, StackedSGD, stack_masks, train_stacked
+from lth_nb.batched import StackedMLP, stack_masks, train_stacked
+from lth_nb.optim import StackedAdam, StackedSGD
 from lth_nb.data import get_data
 from lth_nb.models import get_model
 from lth_nb.prune import Mask, magnitude_prune, random_prune

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lth_nb.batched import StackedAdam, StackedMLP, evaluate_stacked, train_stacked
+from lth_nb.batched import StackedMLP, evaluate_stacked, train_stacked
+from lth_nb.optim import StackedAdam
 from lth_nb.data import get_data
 from lth_nb.models import get_model
 from lth_nb.prune import magnitude_prune, random_prune
