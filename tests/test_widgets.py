@@ -1,4 +1,4 @@
-"""lth_nb.widgets: the widgets' callbacks as plain functions, on tiny synthetic IMP runs (no browser)."""
+"""lth_nb.widgets and lth_nb.browsers: the widgets' callbacks as plain functions, on tiny synthetic IMP runs (no browser)."""
 import os
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
@@ -7,9 +7,9 @@ import torch
 
 from lth_nb.core import Store
 from lth_nb.lottery import imp, load_round
-from lth_nb.widgets import (CorrelationBrowser, IMPExplorer, ProgressCallback, RunBrowser, correlation_view,
-                            explorer_config, lr_groups, missing_trainings, planned_trainings, preset_for, round_lr,
-                            round_view, run_rp, stored_run, ticket_gap)
+from lth_nb.widgets import (IMPExplorer, ProgressCallback, explorer_config, missing_trainings, planned_trainings,
+                            preset_for, round_lr, stored_run)
+from lth_nb.browsers import CorrelationBrowser, RunBrowser, correlation_view, lr_groups, round_view, run_rp, ticket_gap
 
 TINY = dict(data_kw=dict(n_train=300, n_val=60, n_test=100), val_size=60,
             train=dict(iterations=12, eval_every=4, batch_size=50))
