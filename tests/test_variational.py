@@ -1,11 +1,13 @@
-"""Tests for lth_nb.variational: Bernoulli gates, the DisARM estimator, unit removal, compaction, training."""
+"""Tests for lth_nb.variational (Bernoulli gates, the DisARM estimator, unit removal, compaction) and
+lth_nb.gate_training (the ELBO, training)."""
 import itertools, math, time, types
 import pytest
 import torch
 from torch import nn
 import torch.nn.functional as F
-from lth_nb.variational import (BernoulliGate, GatedNet, VariationalConfig, train_gated, disarm_grad, elbo_terms,
-                                spike_slab_log_prior, optimal_lambda, bernoulli_kl, gate_report, count_weights)
+from lth_nb.variational import BernoulliGate, GatedNet, disarm_grad
+from lth_nb.gate_training import (VariationalConfig, train_gated, elbo_terms, spike_slab_log_prior, optimal_lambda,
+                                  bernoulli_kl, gate_report, count_weights)
 from lth_nb.models import get_model
 
 
