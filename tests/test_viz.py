@@ -1,4 +1,4 @@
-"""Tests for lth_nb.viz: plots build from fake records, tables, and the claim-table verdict rule."""
+"""Tests for lth_nb.viz (plots build from fake records, tables) and lth_nb.claims (the claim-table verdict rule)."""
 import math, subprocess, sys
 
 import pytest
@@ -8,8 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from lth_nb.viz import (fake_records, normalize_records, summarize, summary_table, format_table, plot_vs_remaining,
-                        plot_lottery, plot_learning_curves, plot_layer_density, nearest_levels, verdict, claim_row,
-                        claim_table, save_figure, sem, VERDICTS)
+                        plot_lottery, plot_learning_curves, plot_layer_density, nearest_levels, save_figure)
+from lth_nb.claims import verdict, claim_row, claim_table, sem, VERDICTS
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,9 @@ def recs():
     return fake_records(seeds=3, rounds=6, kinds=("ticket", "reinit", "one_shot"))
 
 
-def test_import_is_light():
-    code = "import sys, lth_nb.viz; bad = [m for m in ('matplotlib', 'seaborn', 'pandas', 'torch') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+@pytest.mark.parametrize("mod", ["viz", "claims"])
+def test_import_is_light(mod):
+    code = f"import sys, lth_nb.{mod}; bad = [m for m in ('matplotlib', 'seaborn', 'pandas', 'torch') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -240,7 +241,7 @@ def test_claim_row_shows_mean_sd_n_and_uses_se():
 
 def test_controls_per_seed_are_averaged_before_the_spread():
     "Three reinits per ticket (the full LTH tier): n counts seeds and each seed contributes the mean of its controls."
-    from lth_nb.viz import values_at
+    from lth_nb.claims import values_at
     recs = [dict(kind='reinit', seed=s, density=0.5, early_stop_test_acc=v)
             for s, vals in ((0, (0.90, 0.92, 0.94)), (1, (0.80, 0.80, 0.80))) for v in vals]
     (row,) = summarize(recs)
