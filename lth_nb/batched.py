@@ -77,7 +77,7 @@ class StackedMLP(nn.Module):
         h = x.reshape(x.shape[0], x.shape[1], -1)
         hs, last = [h], len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.bmm(h, w.transpose(1, 2)).add_(b.unsqueeze(1))  # (K, B, out): the faster layout without autograd
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (K, B, out), bias inside the product (as addmm in nn.Linear)
             if i < last: h.relu_()
             hs.append(h)
         dz = torch.log_softmax(h, -1)
@@ -91,7 +91,7 @@ class StackedMLP(nn.Module):
             if b.grad is None: b.grad = torch.empty_like(b)
             torch.bmm(dz.transpose(1, 2), hs[i], out=w.grad)  # (K, out, in): the weight's own layout, no copy
             torch.sum(dz, 1, out=b.grad)
-            if i: dz = torch.bmm(dz, w).mul_(hs[i] > 0)  # no input gradient for the first layer
+            if i: dz = torch.ops.aten.threshold_backward(torch.bmm(dz, w), hs[i], 0)  # ReLU's backward, one pass (as autograd's); none for the first layer
         return losses
 
     def member_state_dict(self, k:int) -> dict:
