@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['machine_info', 'interleaved', 'ratio_row', 'bench_masked', 'bench_stacked', 'bench_batched', 'bench_data',
-           'bench_compact', 'bench_sparse', 'step_flops', 'bench_floor', 'bench_openlth', 'bench_imp_batched',
-           'run_all', 'format_report', 'main']
+           'bench_compact', 'bench_sparse', 'step_flops', 'bench_floor', 'bench_step_parts', 'bench_openlth',
+           'bench_imp_batched', 'run_all', 'format_report', 'main']
 
 # %% ../nbs/05c_bench.ipynb #5ae8869a
 import argparse, copy, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time, warnings
@@ -247,6 +247,59 @@ def bench_floor(n:int=1024, trials:int=7, sizes=(784, 300, 100, 10), batch:int=6
             dict(name=f'MLP {sizes} step at batch {batch}: compute floor', mflop=fl / 1e6, floor_ms=floor,
                  note=f'{fl / 1e6:.1f} MFLOP -> >= {floor:.3f} ms per model-step')]
 
+# %% ../nbs/05c_bench.ipynb #73e63131
+def bench_step_parts(K:int=10, steps:int=10, trials:int=7, batch:int=60, sizes=(784, 300, 100, 10), n:int=1024,
+                     device='cpu') -> list:
+    "Where the K-batched CPU step's time goes (whole step, its matrix products alone, its optimizer alone) against K sequential steps, and the ceilings that follows."
+    from lth_nb.batched import StackedMLP
+    from lth_nb.optim import StackedAdam
+    check(K >= 1, 'K', K, 'an integer >= 1')
+    dev = torch.device(device); clock = _clock(dev)[0]
+    models = [_lenet(s, sizes).to(dev) for s in range(K)]
+    opts = []
+    for m in models:
+        try: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, fused=True))
+        except RuntimeError: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True))
+    net = StackedMLP.from_models(models).to(dev); sopt = StackedAdam(list(net.parameters()), 1e-3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(K, batch, sizes[0], generator=g).to(dev); y = torch.randint(0, sizes[-1], (K, batch), generator=g).to(dev)
+    # the step's own 8 products at its own shapes and layouts (forward, weight gradients, input gradients of layers 2-3)
+    ws = [w.detach() for w in net.weights]
+    hs = [torch.randn(K, batch, a, generator=g).to(dev) for a in sizes[:-1]]
+    dzs = [torch.randn(K, batch, b, generator=g).to(dev) for b in sizes[1:]]
+    gs = [torch.empty_like(w) for w in ws]
+    def products():
+        for h, w in zip(hs, ws): torch.bmm(h, w.transpose(1, 2))
+        for i in range(len(ws) - 1, -1, -1):
+            torch.bmm(dzs[i].transpose(1, 2), hs[i], out=gs[i])
+            if i: torch.bmm(dzs[i], ws[i])
+    def seq():
+        for k in range(K):
+            loss = F.cross_entropy(models[k](x[k]), y[k]); opts[k].zero_grad(); loss.backward(); opts[k].step()
+    def step(): net.loss_and_grads(x, y); sopt.step()
+    a, b = torch.randn(n, n, generator=g).to(dev), torch.randn(n, n, generator=g).to(dev)
+    t = interleaved(dict(seq=seq, step=step, products=products, optimizer=sopt.step, gemm=lambda: a @ b),
+                    steps, trials, dev, warmup=1)
+    per = {k: [v / K for v in t[k]] for k in ('seq', 'step', 'products', 'optimizer')}
+    med = {k: statistics.median(v) for k, v in per.items()}
+    fl = step_flops(sizes, batch)
+    gemm_gflops = 2 * n ** 3 / (min(t['gemm']) * 1e-3) / 1e9
+    floor = fl / (gemm_gflops * 1e9) * 1e3
+    prod_gflops = fl / (med['products'] * 1e-3) / 1e9
+    rows = [ratio_row(f'K={K} batched step / sequential per model: the whole step', per['seq'], per['step'], K=K, clock=clock, part='step'),
+            ratio_row(f'K={K} batched step / sequential per model: its matrix products alone', per['seq'], per['products'], K=K,
+                      clock=clock, part='products', gflops=prod_gflops),
+            ratio_row(f'K={K} batched step / sequential per model: its optimizer step alone', per['seq'], per['optimizer'], K=K,
+                      clock=clock, part='optimizer', optimizer='fused' if sopt.fused else 'foreach')]
+    c = dict(speedup=med['seq'] / med['step'], products_optimizer=med['seq'] / (med['products'] + med['optimizer']),
+             floor_optimizer=med['seq'] / (floor + med['optimizer']), floor=med['seq'] / floor)
+    rows.append(dict(name=f'K={K} batched step: speed-up reached and its ceilings', K=K, ceilings=c, gemm_gflops=gemm_gflops,
+                     products_gflops=prod_gflops, floor_ms=floor, rest_ms=med['step'] - med['products'] - med['optimizer'],
+                     sequential_ms=med['seq'], step_ms=med['step'], products_ms=med['products'], optimizer_ms=med['optimizer'],
+                     note=f"x{c['speedup']:.2f} reached; ceilings: x{c['products_optimizer']:.2f} (products as run + optimizer), "
+                          f"x{c['floor_optimizer']:.2f} (products at the {n}^3 GEMM rate + optimizer), x{c['floor']:.2f} (GEMM floor only)"))
+    return rows
+
 # %% ../nbs/05c_bench.ipynb #2f12be77
 _OURS = """
 import sys, tempfile, time, torch
@@ -327,7 +380,8 @@ def run_all(quick:bool=False, device='cpu', openlth_iters:int=100, skip=()) -> d
                 sparse=lambda: bench_sparse(steps=3 if q else 10, trials=3 if q else 7),
                 openlth=lambda: bench_openlth(iters=openlth_iters, trials=1 if q else 2),
                 imp_batched=lambda: bench_imp_batched('lenet300_mnist', 'ci' if q else 'quick', rounds=1),
-                floor=lambda: bench_floor(trials=3 if q else 7))
+                floor=lambda: bench_floor(trials=3 if q else 7),
+                parts=lambda: bench_step_parts(K=10, steps=2 if q else 10, trials=3 if q else 7, device=device))
     for name, fn in jobs.items():
         if name in skip: continue
         t0 = time.time(); out[name] = fn(); out[f'{name}_wall_s'] = round(time.time() - t0, 1)
@@ -359,7 +413,7 @@ def main(argv=None) -> dict:
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--quick', action='store_true', help='few steps/trials (smoke run)')
     ap.add_argument('--openlth-iters', type=int, default=100)
-    ap.add_argument('--skip', default='', help='comma-separated benchmarks to skip: ' + 'masked,batched,batched_per_member_lr,data,compact,sparse,openlth,imp_batched,floor')
+    ap.add_argument('--skip', default='', help='comma-separated benchmarks to skip: ' + 'masked,batched,batched_per_member_lr,data,compact,sparse,openlth,imp_batched,floor,parts')
     ap.add_argument('--json', default=None, help='write the result here')
     a = ap.parse_args(argv)
     check(a.threads >= 1, 'threads', a.threads, 'an integer >= 1')

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lth_nb.bench import (bench_batched, bench_compact, bench_data, bench_masked, bench_openlth, bench_sparse,
-                          format_report, interleaved, machine_info, main, ratio_row, run_all)
+                          bench_step_parts, format_report, interleaved, machine_info, main, ratio_row, run_all)
 
 KEYS = {'name', 'base_ms_min', 'base_ms_median', 'ms_min', 'ms_median', 'ratio_median', 'ratio_min'}
 
@@ -40,6 +40,23 @@ def test_bench_batched():
     assert bench_batched(Ks=(3,), steps=1, trials=2, sizes=(16, 8, 4), per_member_lr=True)[0]['optimizer'] == 'foreach'
 
 
+@pytest.mark.parametrize('K', [1, 3])
+def test_bench_step_parts(K):
+    "Three part records on the sequential base, then the ceilings; the parts are pieces of the step, so they are cheaper."
+    rows = bench_step_parts(K=K, steps=1, trials=2, sizes=(32, 16, 4), n=64)
+    assert [r.get('part') for r in rows] == ['step', 'products', 'optimizer', None] and all(r['K'] == K for r in rows)
+    for r in rows[:3]: _ok(r)
+    c = rows[3]
+    assert set(c['ceilings']) == {'speedup', 'products_optimizer', 'floor_optimizer', 'floor'} and 'note' in c
+    assert c['ceilings']['floor'] > c['ceilings']['floor_optimizer'] > 0  # the optimizer's time only lowers a ceiling
+    assert c['products_ms'] < c['step_ms'] and c['optimizer_ms'] < c['step_ms']
+    json.dumps(rows)
+
+
+def test_bench_step_parts_bad_k():
+    with pytest.raises(ValueError, match='K'): bench_step_parts(K=0)
+
+
 def test_bench_data(data_root):
     rows = bench_data(steps=1, trials=2, root=data_root)
     _ok(rows[0])
@@ -70,6 +87,7 @@ def test_run_all_main_and_report(tmp_path, capsys):
     assert out.startswith('# ') and 'compact/dense' in out
     stored = json.loads((tmp_path / 'b.json').read_text())
     assert stored['info']['threads'] >= 1 and len(stored['compact']) == 3 and 'masked' not in stored
+    assert [r.get('part') for r in stored['parts']] == ['step', 'products', 'optimizer', None] and 'ceilings' in out
     assert format_report(stored).splitlines()[0].startswith('# ')
     with pytest.raises(ValueError, match='threads'): main(['--threads', '0'])
     torch.set_num_threads(1)
