@@ -1,12 +1,13 @@
-"""Tests for lth_nb.lottery: IMP end to end on synthetic data, resume, controls, one-shot, pruning & fine-tuning,
+"""Tests for lth_nb.lottery and lth_nb.baselines: IMP end to end on synthetic data, resume, controls, one-shot, pruning & fine-tuning,
 bad input, determinism and one short real-MNIST run (presets: test_presets.py; imported here through lth_nb.lottery's
 lazy re-export, as existing callers do)."""
 import pytest
 import torch
 
 from lth_nb.core import Store
-from lth_nb.lottery import (LOTTERY_VERSION, PRESETS, LotteryConfig, find_runs, imp, load_data, load_round, one_shot,
-                            preset, preset_seeds, prune_finetune, records, rounds_done, run_preset, summary)
+from lth_nb.baselines import one_shot, prune_finetune
+from lth_nb.lottery import (LOTTERY_VERSION, PRESETS, LotteryConfig, find_runs, imp, load_data, load_round, preset,
+                            preset_seeds, records, rounds_done, run_preset, summary)
 from lth_nb.prune import prune_counts
 from lth_nb.train import Callback, TrainConfig
 
