@@ -268,11 +268,11 @@ def _add_bench_args(p):
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     p.add_argument('--quick', action='store_true', help='few steps/trials (smoke run)')
     p.add_argument('--openlth-iters', type=int, default=100, help='iterations per level for the OpenLTH comparison')
-    p.add_argument('--skip', default='', help='comma-separated benchmarks to skip (see lth_nb.bench.main)')
+    p.add_argument('--skip', default='', help='comma-separated benchmarks to skip (see lth_nb.bench_suite.main)')
     p.add_argument('--json', default=None, help='write the result to this file')
 
 def _run_bench(args) -> int:
-    from lth_nb.bench import main as bench_main
+    from lth_nb.bench_suite import main as bench_main
     argv = ['--threads', str(args.threads), '--device', args.device, '--openlth-iters', str(args.openlth_iters),
             '--skip', args.skip] + (['--quick'] if args.quick else []) + (['--json', args.json] if args.json else [])
     bench_main(argv)

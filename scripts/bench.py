@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""lth_nb benchmarks: ratios measured side by side in one run (lth_nb.bench.main).
+"""lth_nb benchmarks: ratios measured side by side in one run (lth_nb.bench_suite.main).
 
 Claims checked (issue 8): masked/dense step <= 1.05 with fused Adam; K=10 batched >= 2x per-model throughput on a
 2-core CPU; our masked training vs torch.nn.utils.prune hooks; on-device batches vs a torchvision DataLoader; one IMP
@@ -42,5 +42,5 @@ import os, sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 if __name__ == '__main__':
-    from lth_nb.bench import main
+    from lth_nb.bench_suite import main
     main()

@@ -1,11 +1,12 @@
-"""lth_nb.bench: every benchmark runs at tiny sizes and returns well-formed records (no timing asserts)."""
+"""lth_nb.bench and lth_nb.bench_suite: every benchmark runs at tiny sizes and returns well-formed records (no timing asserts)."""
 import json
 
 import pytest
 import torch
 
-from lth_nb.bench import (bench_batched, bench_compact, bench_data, bench_masked, bench_openlth, bench_sparse,
-                          bench_step_parts, format_report, interleaved, machine_info, main, ratio_row, run_all)
+from lth_nb.bench import (bench_batched, bench_compact, bench_data, bench_masked, bench_sparse, bench_step_parts,
+                          interleaved, machine_info, ratio_row)
+from lth_nb.bench_suite import bench_openlth, format_report, main, run_all
 
 KEYS = {'name', 'base_ms_min', 'base_ms_median', 'ms_min', 'ms_median', 'ratio_median', 'ratio_min'}
 

@@ -114,7 +114,7 @@ def test_tiny_real_run(tmp_path, data_root, capsys, monkeypatch):
 
 
 def test_bench_subcommand_runs(tmp_path, capsys):
-    "`lth-nb bench` hands its options to lth_nb.bench.main and writes the JSON it asks for."
+    "`lth-nb bench` hands its options to lth_nb.bench_suite.main and writes the JSON it asks for."
     out = tmp_path / 'bench.json'
     skip = 'masked,batched,batched_per_member_lr,data,sparse,openlth,imp_batched'
     assert main(['bench', '--quick', '--skip', skip, '--json', str(out)]) == 0

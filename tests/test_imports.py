@@ -5,7 +5,7 @@ import pytest
 
 HEAVY = ('torchvision', 'matplotlib', 'seaborn', 'pandas', 'ipywidgets')
 LIGHT_MODULES = ['lth_nb.core', 'lth_nb.data', 'lth_nb.models', 'lth_nb.prune', 'lth_nb.compact', 'lth_nb.strategies',
-                 'lth_nb.train', 'lth_nb.optim', 'lth_nb.lottery', 'lth_nb.baselines', 'lth_nb.presets', 'lth_nb.viz', 'lth_nb.claims', 'lth_nb.batched', 'lth_nb.bench',
+                 'lth_nb.train', 'lth_nb.optim', 'lth_nb.lottery', 'lth_nb.baselines', 'lth_nb.presets', 'lth_nb.viz', 'lth_nb.claims', 'lth_nb.batched', 'lth_nb.bench', 'lth_nb.bench_suite',
                  'lth_nb.stacked', 'lth_nb.fastpath', 'lth_nb.correlation', 'lth_nb.landscape', 'lth_nb.slices',
                  'lth_nb.variational', 'lth_nb.gate_training', 'lth_nb.dwf', 'lth_nb.cli']
 
