@@ -169,7 +169,8 @@ def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
                   evaluate:bool=True, # record val/test metrics every `cfg.eval_every` iterations and at the end
                   start_iter:int=0, # resume the schedule/budget here (training after rewinding), as `train(start_iter=)`
                   graph:bool=None, # replay each step from a CUDA graph (`lth_nb.fastpath`); None: on CUDA without augmentation
-                  analytic:bool=None # `StackedMLP.loss_and_grads` instead of autograd; None: for a StackedMLP on a CPU
+                  analytic:bool=None, # `StackedMLP.loss_and_grads` instead of autograd; None: for a StackedMLP on a CPU
+                  on_eval=None # called with the iteration reached at every evaluation point (a progress hook)
                  ) -> list:
     "Train the K members of `net` together under `cfg`; one `TrainResult` per member."
     net.to(data.x_train.device)  # as `train` does: the stack follows the data
@@ -181,7 +182,7 @@ def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
     if graph:
         from lth_nb.fastpath import train_stacked_graphed
         return train_stacked_graphed(net, data, cfg, lrs=lrs, masks=masks, seeds=seeds, evaluate=evaluate, start_iter=start_iter,
-                                     analytic=analytic)
+                                     analytic=analytic, on_eval=on_eval)
     seeds = [cfg.seed + k for k in range(K)] if seeds is None else [int(s) for s in seeds]
     check(len(seeds) == K, 'seeds', seeds, f'{K} seeds (one per member)')
     base_f = [float(cfg.lr)] * K if lrs is None else [float(l) for l in lrs]
@@ -205,7 +206,9 @@ def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
             opt.zero_grad(); losses.sum().backward()
         opt.step()
         tl += losses.detach(); n_loss += 1
-        if evaluate and ((step + 1) % cfg.eval_every == 0 or step + 1 == T):
+        at_eval = (step + 1) % cfg.eval_every == 0 or step + 1 == T
+        if on_eval is not None and at_eval: on_eval(step + 1)
+        if evaluate and at_eval:
             vl, va = evaluate_stacked(net, data.x_val, data.y_val, cfg.eval_batch_size)
             sl, sa = evaluate_stacked(net, data.x_test, data.y_test, cfg.eval_batch_size)
             rows = torch.stack([tl / n_loss, vl, va, sl, sa]).T.tolist()
@@ -220,7 +223,8 @@ def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[pre
                 data=None, # preloaded data (default `lottery.load_data(cfgs[0], device, data_root)`)
                 device=None, # default `get_device()`
                 data_root=None, # data root for `load_data`
-                analytic:bool=None # `train_stacked`'s hand-written backward (None: its default, on for MLPs on a CPU)
+                analytic:bool=None, # `train_stacked`'s hand-written backward (None: its default, on for MLPs on a CPU)
+                on_progress=None # called as on_progress(iterations, description) as trainings advance (member-iterations)
                ) -> list:
     "`lth_nb.lottery.imp` for K seeds at once (tickets and controls of a round trained as one stack); same store layout."
     from contextlib import ExitStack
@@ -294,9 +298,15 @@ def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[pre
                     mm = L.build_model(cfgs[jb['i']], data, device=dev); mm.load_state_dict(jb['start']); mods.append(mm)
                 net = stack_models(mods).to(dev)  # StackedMLP for MLPs, a vmapped StackedModel otherwise
                 dense = all(jb['mask'].density == 1.0 for jb in group)
+                what = f"round {k}: " + ', '.join(f"{sum(jb['control'] == c for jb in group)} {c}"
+                                                  for c in ('ticket', 'reinit', 'random_mask') if any(jb['control'] == c for jb in group))
+                last = [s0]
+                def tick(it, G=len(group), what=what):
+                    on_progress((it - last[0]) * G, what); last[0] = it
                 res = train_stacked(net, data, c0.train_cfg(), masks=None if dense else [jb['mask'] for jb in group],
                                     seeds=[cfgs[jb['i']].seed for jb in group], start_iter=s0,
-                                    analytic=analytic if isinstance(net, StackedMLP) else False)
+                                    analytic=analytic if isinstance(net, StackedMLP) else False,
+                                    on_eval=tick if on_progress is not None else None)
                 for idx, (jb, r) in enumerate(zip(group, res)):
                     r.wall_s = r.wall_s / len(group)
                     msd = net.member_state_dict(idx)

@@ -104,6 +104,10 @@ def _add_imp_args(p):
     p.add_argument('--device', default=None, help="torch device, e.g. 'cpu' or 'cuda' (default: best available)")
     p.add_argument('--threads', type=_positive_int('--threads'), default=None, help='torch CPU threads')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--batched', action='store_true',
+                   help="train all seeds' tickets and controls of a round as one stacked model (lth_nb.batched.imp_batched): "
+                        "same store, faster where batching pays (nbs/05c_bench.ipynb); agrees with seed-by-seed runs "
+                        "statistically, not bitwise")
     # hidden overrides for tests and smoke runs
     p.add_argument('--iterations', type=_positive_int('--iterations'), default=None, help=argparse.SUPPRESS)
     p.add_argument('--fake', action='store_true', help=argparse.SUPPRESS)   # synthetic records, no training
@@ -193,7 +197,8 @@ def imp_records(preset:str, # a key of `lth_nb.lottery.PRESETS`
                 progress:bool=True, # one progress bar over all trainings
                 iterations:int|None=None, # override the training budget (smoke tests)
                 data_root=None, # dataset root
-                synthetic:bool=False # small learnable synthetic data shaped like the preset's (smoke tests)
+                synthetic:bool=False, # small learnable synthetic data shaped like the preset's (smoke tests)
+                batched:bool=False # train the seeds together (`lth_nb.batched.imp_batched`; same store layout)
                ) -> tuple[list[dict], dict]:
     "Run (or load from the store) a preset's tickets and controls for every seed; return (records, info)."
     L = _lottery()
@@ -220,11 +225,16 @@ def imp_records(preset:str, # a key of `lth_nb.lottery.PRESETS`
           file=sys.stderr, flush=True)
     cb, bar = _progress_callback(pending, progress)
     try:
-        runs = [L.imp(c, store, data, device, callbacks=(cb,) if cb else ()) for c in cfgs]   # = L.run_preset
+        if batched:
+            from lth_nb.batched import imp_batched
+            def on_progress(n, what):
+                if bar is not None: bar.set_description(what); bar.update(n)
+            runs = imp_batched(cfgs, store, data, device, on_progress=on_progress)
+        else: runs = [L.imp(c, store, data, device, callbacks=(cb,) if cb else ()) for c in cfgs]   # = L.run_preset
     finally:
         if bar is not None: bar.close()
     recs = [r for run in runs for r in run.records() if r['round'] <= c0.rounds]
-    info = dict(preset=preset, tier=tier, seeds=seed_list, synthetic=synthetic, rounds=c0.rounds, reinits=c0.reinits,
+    info = dict(preset=preset, tier=tier, seeds=seed_list, synthetic=synthetic, batched=batched, rounds=c0.rounds, reinits=c0.reinits,
                 iterations=c0.train.iterations, title=f'{preset} ({tier} tier, {len(seed_list)} seeds' + (', SYNTHETIC data)' if synthetic else ')'),
                 runs=[f'{r.kind}/{r.key}' for r in runs], store=str(store.root), config=c0.to_dict(),
                 provenance=provenance())
@@ -250,7 +260,7 @@ def _run_imp(args) -> int:
         try:
             records, info = imp_records(args.preset, tier, seeds=args.seeds, rounds=args.rounds, store=store,
                                         device=args.device, progress=not args.no_progress, iterations=args.iterations,
-                                        data_root=args.data, synthetic=args.synthetic)
+                                        data_root=args.data, synthetic=args.synthetic, batched=args.batched)
         except ValueError as e: raise UsageError(str(e))
     info = {**info, 'wall_s': round(time.time() - t0, 1)}
     text = write_outputs(records, out, info)

@@ -48,7 +48,8 @@ def train_stacked_graphed(net, # a `lth_nb.batched.StackedMLP` on a CUDA device
                           cfg, # a `lth_nb.train.TrainConfig` shared by all members
                           lrs=None, masks:Sequence=None, seeds:Sequence[int]=None, evaluate:bool=True, start_iter:int=0,
                           warmup:int=3, # eager steps before the capture (they are real training steps)
-                          analytic:bool=False # capture `StackedMLP.loss_and_grads` instead of autograd's backward
+                          analytic:bool=False, # capture `StackedMLP.loss_and_grads` instead of autograd's backward
+                          on_eval=None # called with the iteration reached after each chunk of replays (no host sync)
                          ) -> list:
     "`lth_nb.batched.train_stacked` with every step one replay of a captured CUDA graph: same batches, same updates."
     from lth_nb.batched import _augmenting, _stacked_results, evaluate_stacked, stack_masks
@@ -111,6 +112,7 @@ def train_stacked_graphed(net, # a `lth_nb.batched.StackedMLP` on a CUDA device
         fill(e - s); lr_buf[:e - s] = lr_all[s:e]; cnt.zero_()
         for _ in range(e - s): step()
         n_loss += e - s
+        if on_eval is not None: on_eval(e)
         if evaluate:
             vl, va = evaluate_stacked(net, data.x_val, data.y_val, cfg.eval_batch_size)
             sl, sa = evaluate_stacked(net, data.x_test, data.y_test, cfg.eval_batch_size)

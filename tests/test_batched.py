@@ -296,3 +296,36 @@ def test_per_member_lr_masks_stay_masked(synth):
         for k in range(K):
             sd = net.member_state_dict(k)
             for n, m in masks[k].items(): assert (sd[n][~m] == 0).all(), (opt, k, n)
+
+
+def test_train_stacked_on_eval(synth):
+    "The progress hook sees every evaluation point, also with evaluation off, and changes nothing in the training."
+    cfg = TrainConfig(iterations=25, eval_every=10)
+    models = [get_model('lenet300_100', seed=s) for s in range(2)]
+    a, b = StackedMLP.from_models(models), StackedMLP.from_models(models)
+    seen = []
+    ra = train_stacked(a, synth, cfg, on_eval=seen.append)
+    rb = train_stacked(b, synth, cfg)
+    assert seen == [10, 20, 25] and [h['iter'] for h in ra[0].history] == seen
+    for p, q in zip(a.parameters(), b.parameters()): assert torch.equal(p, q)
+    seen.clear(); train_stacked(StackedMLP.from_models(models), synth, cfg, evaluate=False, start_iter=5, on_eval=seen.append)
+    assert seen == [10, 20, 25]
+
+
+def test_imp_batched_on_progress(tmp_path):
+    "on_progress counts every member-iteration trained once (what the CLI's bar shows) and nothing on a resume."
+    from lth_nb.core import Store
+    from lth_nb.lottery import LotteryConfig, load_data
+    from lth_nb.batched import imp_batched
+    cfg = LotteryConfig(data='synthetic', data_kw=dict(like='mnist', n_train=600, n_val=120, n_test=120), width=0.25,
+                        train=TrainConfig(iterations=30, eval_every=10), rates={'fc': 0.2, 'output': 0.1}, rounds=2,
+                        reinits=1, random_masks=1)
+    data, store, calls = load_data(cfg, device='cpu'), Store(tmp_path / 's', tensor_root=tmp_path / 't'), []
+    cfgs = [cfg.replace(seed=s) for s in (0, 1, 2)]
+    imp_batched(cfgs, store, data=data, on_progress=lambda n, what: calls.append((n, what)))
+    # per seed: dense 30 + 2 rounds x (ticket + reinit + random mask) x 30 (rewind_iter 0)
+    assert sum(n for n, _ in calls) == 3 * (30 + 2 * 3 * 30) and all(n > 0 for n, _ in calls)
+    assert {w for _, w in calls} == {'round 0: 3 ticket', 'round 1: 3 ticket, 3 reinit, 3 random_mask',
+                                     'round 2: 3 ticket, 3 reinit, 3 random_mask'}
+    calls.clear(); imp_batched(cfgs, store, data=data, on_progress=lambda n, what: calls.append((n, what)))
+    assert calls == []

@@ -130,3 +130,16 @@ def test_missing_data_is_a_clean_error(tmp_path, capsys, monkeypatch):
                  '--out', str(tmp_path / 'o'), '--no-progress'])
     err = capsys.readouterr().err
     assert code == 2 and 'files not found' in err and 'LTH_NB_DATA' in err, err
+
+
+def test_batched_run_with_progress_bar(tmp_path, capsys):
+    "--batched with the progress bar on: one bar over all member-iterations; the seed-by-seed run then finds all stored."
+    argv = ["imp", "--preset", "lenet300_mnist", "--tier", "ci", "--seeds", "2", "--rounds", "1", "--iterations", "20",
+            "--synthetic", "--store", str(tmp_path / "store")]
+    assert main(argv + ["--batched", "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "120 iterations still to run" in err and "round 1: 2 ticket, 2 reinit" in err and "120/120" in err
+    assert main(argv + ["--out", str(tmp_path / "s")]) == 0
+    assert "0 iterations still to run" in capsys.readouterr().err
+    b, s = (json.loads((tmp_path / o / "records.json").read_text()) for o in ("b", "s"))
+    assert b["records"] == s["records"] and b["batched"] and not s["batched"]
