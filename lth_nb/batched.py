@@ -218,7 +218,7 @@ def train_stacked(net:StackedMLP, data, # a `lth_nb.data.Data`
     return _stacked_results(hist, T, start_iter, time.time() - t0)
 
 # %% ../nbs/05a_batched.ipynb #a49a7567
-def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[preset('lenet300_mnist', 'quick', seed=s) for s in seeds]`
+def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed` and `train.lr`, e.g. `[preset('lenet300_mnist', 'quick', seed=s) for s in seeds]`
                 store=None, # a `lth_nb.core.Store` (default `Store()`)
                 data=None, # preloaded data (default `lottery.load_data(cfgs[0], device, data_root)`)
                 device=None, # default `get_device()`
@@ -226,7 +226,7 @@ def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[pre
                 analytic:bool=None, # `train_stacked`'s hand-written backward (None: its default, on for MLPs on a CPU)
                 on_progress=None # called as on_progress(iterations, description) as trainings advance (member-iterations)
                ) -> list:
-    "`lth_nb.lottery.imp` for K seeds at once (tickets and controls of a round trained as one stack); same store layout."
+    "`lth_nb.lottery.imp` for K seeds / learning rates at once (tickets and controls of a round as one stack); same store layout."
     from contextlib import ExitStack
     from lth_nb import lottery as L
     from lth_nb.core import Store
@@ -235,10 +235,12 @@ def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[pre
     cfgs = list(cfgs)
     check(len(cfgs) > 0, 'cfgs', cfgs, 'at least one LotteryConfig')
     same = lambda c: {k: v for k, v in c.to_dict().items() if k != 'seed' and k != 'train'} | \
-                     {'train': {k: v for k, v in c.to_dict()['train'].items() if k != 'seed'}}
+                     {'train': {k: v for k, v in c.to_dict()['train'].items() if k not in ('seed', 'lr')}}
     for i, c in enumerate(cfgs):
-        check(same(c) == same(cfgs[0]), f'cfgs[{i}]', f'seed={c.seed}', 'a config equal to cfgs[0] up to its seed')
-    check(len({c.seed for c in cfgs}) == len(cfgs), 'cfgs seeds', [c.seed for c in cfgs], 'distinct seeds')
+        check(same(c) == same(cfgs[0]), f'cfgs[{i}]', f'seed={c.seed}, lr={c.train.lr}',
+              'a config equal to cfgs[0] up to its seed and learning rate')
+    pairs = [(c.seed, c.train.lr) for c in cfgs]
+    check(len(set(pairs)) == len(cfgs), 'cfgs (seed, lr)', pairs, 'distinct (seed, learning rate) pairs')
     store = store or Store()
     if data is None: data = L.load_data(cfgs[0], device, data_root)
     dev, c0 = data.device, cfgs[0]
@@ -303,7 +305,10 @@ def imp_batched(cfgs:Sequence, # `LotteryConfig`s equal up to `seed`, e.g. `[pre
                 last = [s0]
                 def tick(it, G=len(group), what=what):
                     on_progress((it - last[0]) * G, what); last[0] = it
-                res = train_stacked(net, data, c0.train_cfg(), masks=None if dense else [jb['mask'] for jb in group],
+                lrs = [cfgs[jb['i']].train.lr for jb in group]
+                shared = len(set(lrs)) == 1  # one lr for the whole stack keeps torch's fused optimizer
+                res = train_stacked(net, data, c0.train_cfg().replace(lr=lrs[0]) if shared else c0.train_cfg(),
+                                    masks=None if dense else [jb['mask'] for jb in group], lrs=None if shared else lrs,
                                     seeds=[cfgs[jb['i']].seed for jb in group], start_iter=s0,
                                     analytic=analytic if isinstance(net, StackedMLP) else False,
                                     on_eval=tick if on_progress is not None else None)

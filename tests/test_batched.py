@@ -329,3 +329,35 @@ def test_imp_batched_on_progress(tmp_path):
                                      'round 2: 3 ticket, 3 reinit, 3 random_mask'}
     calls.clear(); imp_batched(cfgs, store, data=data, on_progress=lambda n, what: calls.append((n, what)))
     assert calls == []
+
+
+def test_imp_batched_lr_sweep(tmp_path):
+    "Configs differing in seed and learning rate train as one stack (per-member lrs) and match imp run by run."
+    from lth_nb.core import Store
+    from lth_nb.lottery import LotteryConfig, imp, load_data
+    from lth_nb.batched import imp_batched
+    cfg = LotteryConfig(data='synthetic', data_kw=dict(like='mnist', n_train=600, n_val=120, n_test=120), width=0.25,
+                        train=TrainConfig(iterations=40, eval_every=20), rates={'fc': 0.2, 'output': 0.1}, rounds=1, reinits=1)
+    data = load_data(cfg, device='cpu')
+    cfgs = [cfg.replace(seed=s, train=cfg.train.replace(lr=lr)) for lr in (1e-3, 4e-3) for s in (0, 1)]
+    sa, sb = Store(tmp_path / 'a', tensor_root=tmp_path / 'ta'), Store(tmp_path / 'b', tensor_root=tmp_path / 'tb')
+    seq = [imp(c, sa, data=data) for c in cfgs]
+    bat = imp_batched(cfgs, sb, data=data)
+    for a, b in zip(seq, bat):
+        assert a.key == b.key and a.cfg.train.lr == b.cfg.train.lr
+        for x, y in zip(a.records(), b.records()):
+            assert (x['kind'], x['density']) == (y['kind'], y['density'])
+            assert abs(x['final_test_acc'] - y['final_test_acc']) < 0.05
+            assert [h['lr'] for h in x['history']] == pytest.approx([h['lr'] for h in y['history']], rel=1e-6)
+    assert bat[0].records()[0]['history'][0]['lr'] != bat[2].records()[0]['history'][0]['lr']
+    # a group whose members all share an lr other than cfgs[0]'s: B is trained alone at its own lr
+    A, B = cfgs[0].replace(seed=7, rounds=2), cfgs[2].replace(seed=7, rounds=2)
+    imp(A, sb, data=data)
+    res = imp_batched([A, B], sb, data=data)
+    ref = imp(B, sa, data=data)
+    for x, y in zip(ref.records(), res[1].records()):
+        assert abs(x['final_test_acc'] - y['final_test_acc']) < 0.05
+        assert [h['lr'] for h in x['history']] == pytest.approx([h['lr'] for h in y['history']], rel=1e-6)
+    with pytest.raises(ValueError, match=r'\(seed, lr\)'): imp_batched([cfgs[0], cfgs[0]], sb, data=data)
+    with pytest.raises(ValueError, match='learning rate'):
+        imp_batched([cfgs[0], cfgs[1].replace(train=cfgs[1].train.replace(momentum=0.5))], sb, data=data)
