@@ -59,13 +59,16 @@ def bench_openlth(iters:int=100, openlth_dir=None, openlth_home=None, root=None,
 
 # %% ../nbs/05ca_bench_suite.ipynb #c49ebdfc
 def bench_imp_batched(preset:str='lenet300_mnist', tier:str='quick', rounds:int=1, seeds=None, data=None,
-                      data_root=None, **overrides) -> list:
-    "Wall time of `imp` seed by seed vs `imp_batched` on the same preset/tier (fresh stores): one record."
+                      data_root=None,
+                      lrs=None, # a learning-rate sweep: every seed at each of these peak lrs (per-member lrs when batched)
+                      **overrides) -> list:
+    "Wall time of `imp` run by run vs `imp_batched` on the same preset/tier (fresh stores): one record."
     from lth_nb.core import Store
     from lth_nb.lottery import imp, load_data, preset as preset_, preset_seeds
     from lth_nb.batched import imp_batched
     seeds = preset_seeds(preset, tier) if seeds is None else list(seeds)
     cfgs = [preset_(preset, tier, seed=s, rounds=rounds, **overrides) for s in seeds]
+    if lrs is not None: cfgs = [c.replace(train=c.train.replace(lr=float(lr))) for lr in lrs for c in cfgs]
     if data is None: data = load_data(cfgs[0], root=data_root)
     d = Path(tempfile.mkdtemp())
     try:
@@ -75,8 +78,10 @@ def bench_imp_batched(preset:str='lenet300_mnist', tier:str='quick', rounds:int=
         t_bat = time.perf_counter() - t0
         acc = lambda runs: [r['final_test_acc'] for run in runs for r in run.records(with_history=False)]
         n = len(acc(seq))
-        return [dict(ratio_row(f'imp_batched / imp seed by seed ({preset} {tier}, {len(seeds)} seeds, rounds 0-{rounds})',
+        what = f'{len(seeds)} seeds' + (f' x {len(lrs)} lrs' if lrs is not None else '')
+        return [dict(ratio_row(f'imp_batched / imp {"run" if lrs is not None else "seed"} by {"run" if lrs is not None else "seed"} ({preset} {tier}, {what}, rounds 0-{rounds})',
                                [1e3 * t_seq], [1e3 * t_bat], clock='wall'), trainings=n, seeds=seeds,
+                     lrs=None if lrs is None else [float(l) for l in lrs],
                      iterations=cfgs[0].train.iterations, speedup=t_seq / t_bat, test_acc_sequential=acc(seq),
                      test_acc_batched=acc(bat))]
     finally: shutil.rmtree(d, ignore_errors=True)
@@ -95,6 +100,8 @@ def run_all(quick:bool=False, device='cpu', openlth_iters:int=100, skip=()) -> d
                 sparse=lambda: bench_sparse(steps=3 if q else 10, trials=3 if q else 7),
                 openlth=lambda: bench_openlth(iters=openlth_iters, trials=1 if q else 2),
                 imp_batched=lambda: bench_imp_batched('lenet300_mnist', 'ci' if q else 'quick', rounds=1),
+                imp_batched_lr_sweep=lambda: bench_imp_batched('lenet300_mnist', 'ci' if q else 'quick', rounds=1,
+                                                               lrs=(6e-4, 1.2e-3, 2.4e-3)),
                 floor=lambda: bench_floor(trials=3 if q else 7),
                 parts=lambda: bench_step_parts(K=10, steps=2 if q else 10, trials=3 if q else 7, device=device))
     for name, fn in jobs.items():
@@ -128,7 +135,7 @@ def main(argv=None) -> dict:
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--quick', action='store_true', help='few steps/trials (smoke run)')
     ap.add_argument('--openlth-iters', type=int, default=100)
-    ap.add_argument('--skip', default='', help='comma-separated benchmarks to skip: ' + 'masked,batched,batched_per_member_lr,data,compact,sparse,openlth,imp_batched,floor,parts')
+    ap.add_argument('--skip', default='', help='comma-separated benchmarks to skip: ' + 'masked,batched,batched_per_member_lr,data,compact,sparse,openlth,imp_batched,imp_batched_lr_sweep,floor,parts')
     ap.add_argument('--json', default=None, help='write the result here')
     a = ap.parse_args(argv)
     check(a.threads >= 1, 'threads', a.threads, 'an integer >= 1')

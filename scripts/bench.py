@@ -24,7 +24,8 @@ Output format (stdout):
    here: analytic on a CPU), speedup_autograd, analytic_vs_autograd], "batched_per_member_lr": [...],
    "data": [...], "compact": [records + rate, bytes, dense_bytes, memory_ratio],
    "sparse": {"rows": [records + density, memory_ratio], "break_even_density", "shape", "batch", "clock"},
-   "openlth": [records (ms of whole processes) + iters, trials], "imp_batched": [record + speedup, test accuracies],
+   "openlth": [records (ms of whole processes) + iters, trials], "imp_batched": [record + speedup, test accuracies], "imp_batched_lr_sweep": [the same
+   over a learning-rate sweep + lrs],
    "floor": [GEMM rate {gflops}, step floor {mflop, floor_ms}], "parts": [3 records (part: step, products,
    optimizer; base = K sequential steps, per model) + {ceilings: {speedup, products_optimizer, floor_optimizer,
    floor}, gemm_gflops, products_gflops, floor_ms, rest_ms, ...}], "<name>_wall_s": seconds each benchmark took}

@@ -82,7 +82,7 @@ def test_bench_openlth_skips(tmp_path, monkeypatch):
 
 
 def test_run_all_main_and_report(tmp_path, capsys):
-    skip = 'masked,batched,batched_per_member_lr,data,sparse,openlth,imp_batched'
+    skip = 'masked,batched,batched_per_member_lr,data,sparse,openlth,imp_batched,imp_batched_lr_sweep'
     res = main(['--quick', '--skip', skip, '--json', str(tmp_path / 'b.json')])
     out = capsys.readouterr().out
     assert out.startswith('# ') and 'compact/dense' in out
@@ -92,3 +92,15 @@ def test_run_all_main_and_report(tmp_path, capsys):
     assert format_report(stored).splitlines()[0].startswith('# ')
     with pytest.raises(ValueError, match='threads'): main(['--threads', '0'])
     torch.set_num_threads(1)
+
+
+def test_bench_imp_batched_lr_sweep():
+    "The end-to-end comparison over a learning-rate sweep: every seed at every lr, trained both ways, one record."
+    from lth_nb.bench_suite import bench_imp_batched
+    from lth_nb.data import get_data
+    syn = get_data('synthetic', like='mnist', n_train=300, n_val=60, n_test=60, seed=0)
+    r, = bench_imp_batched('lenet300_mnist', 'ci', rounds=1, seeds=[0], lrs=(1e-3, 3e-3), data=syn,
+                           train=dict(iterations=10, eval_every=10))
+    _ok(r)
+    assert r['lrs'] == [1e-3, 3e-3] and r['trainings'] == 2 * 3 and 'x 2 lrs' in r['name'] and 'run by run' in r['name']
+    assert len(r['test_acc_sequential']) == len(r['test_acc_batched']) == 6

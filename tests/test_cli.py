@@ -116,7 +116,7 @@ def test_tiny_real_run(tmp_path, data_root, capsys, monkeypatch):
 def test_bench_subcommand_runs(tmp_path, capsys):
     "`lth-nb bench` hands its options to lth_nb.bench_suite.main and writes the JSON it asks for."
     out = tmp_path / 'bench.json'
-    skip = 'masked,batched,batched_per_member_lr,data,sparse,openlth,imp_batched'
+    skip = 'masked,batched,batched_per_member_lr,data,sparse,openlth,imp_batched,imp_batched_lr_sweep'
     assert main(['bench', '--quick', '--skip', skip, '--json', str(out)]) == 0
     res = json.loads(out.read_text())
     assert res['compact'] and all('ratio_median' in r for r in res['compact'])
