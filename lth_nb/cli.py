@@ -106,7 +106,7 @@ def _add_imp_args(p):
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.add_argument('--batched', action='store_true',
                    help="train all seeds' tickets and controls of a round as one stacked model (lth_nb.batched.imp_batched): "
-                        "same store, faster where batching pays (nbs/05c_bench.ipynb); agrees with seed-by-seed runs "
+                        "same store, faster where batching pays (nbs/05ca_bench_suite.ipynb); agrees with seed-by-seed runs "
                         "statistically, not bitwise")
     # hidden overrides for tests and smoke runs
     p.add_argument('--iterations', type=_positive_int('--iterations'), default=None, help=argparse.SUPPRESS)
