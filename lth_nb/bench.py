@@ -104,6 +104,17 @@ def bench_masked(steps:int=20, trials:int=11, batch:int=60, sizes=(784, 300, 100
     return rows
 
 # %% ../nbs/05c_bench.ipynb #b7e1c0aa
+def _sequential(models, x, y):
+    "One training step of each model in turn on its own slice of (x, y), with torch's fused Adam (what `lth_nb.train` uses)."
+    opts = []
+    for m in models:
+        try: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, fused=True))
+        except RuntimeError: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True))
+    def seq():
+        for k, (m, o) in enumerate(zip(models, opts)):
+            loss = F.cross_entropy(m(x[k]), y[k]); o.zero_grad(); loss.backward(); o.step()
+    return seq
+
 def bench_stacked(Ks=(1, 5, 10, 20), # numbers of members to compare
                   steps:int=30, # steps per configuration per trial
                   trials:int=5, # interleaved trials (the median and min are reported)
@@ -118,17 +129,11 @@ def bench_stacked(Ks=(1, 5, 10, 20), # numbers of members to compare
     out = []
     for K in Ks:
         models = [_lenet(s, sizes).to(dev) for s in range(K)]
-        opts = []
-        for m in models:
-            try: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, fused=True))  # what lth_nb.train uses
-            except RuntimeError: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True))
         lr = torch.linspace(1e-3, 2e-3, K) if per_member_lr and K > 1 else 1e-3
         nets = [StackedMLP.from_models(models).to(dev) for _ in range(2)]
         sopts = [StackedAdam(list(n.parameters()), lr) for n in nets]
         x, y = torch.randn(K, batch_size, sizes[0], device=dev), torch.randint(0, sizes[-1], (K, batch_size), device=dev)
-        def seq():
-            for k in range(K):
-                loss = F.cross_entropy(models[k](x[k]), y[k]); opts[k].zero_grad(); loss.backward(); opts[k].step()
+        seq = _sequential(models, x, y)
         def auto():
             o = nets[0](x); loss = F.cross_entropy(o.reshape(-1, o.shape[-1]), y.reshape(-1), reduction='sum') / batch_size
             sopts[0].zero_grad(); loss.backward(); sopts[0].step()
@@ -249,16 +254,12 @@ def bench_floor(n:int=1024, trials:int=7, sizes=(784, 300, 100, 10), batch:int=6
 # %% ../nbs/05c_bench.ipynb #73e63131
 def bench_step_parts(K:int=10, steps:int=10, trials:int=7, batch:int=60, sizes=(784, 300, 100, 10), n:int=1024,
                      device='cpu') -> list:
-    "Where the K-batched CPU step's time goes (whole step, its matrix products alone, its optimizer alone) against K sequential steps, and the ceilings that follows."
+    "Where the K-batched CPU step's time goes (whole step, its matrix products alone, its optimizer alone) against K sequential steps, and the ceilings that follow."
     from lth_nb.batched import StackedMLP
     from lth_nb.optim import StackedAdam
     check(K >= 1, 'K', K, 'an integer >= 1')
     dev = torch.device(device); clock = _clock(dev)[0]
     models = [_lenet(s, sizes).to(dev) for s in range(K)]
-    opts = []
-    for m in models:
-        try: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, fused=True))
-        except RuntimeError: opts.append(torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True))
     net = StackedMLP.from_models(models).to(dev); sopt = StackedAdam(list(net.parameters()), 1e-3)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(K, batch, sizes[0], generator=g).to(dev); y = torch.randint(0, sizes[-1], (K, batch), generator=g).to(dev)
@@ -272,9 +273,7 @@ def bench_step_parts(K:int=10, steps:int=10, trials:int=7, batch:int=60, sizes=(
         for i in range(len(ws) - 1, -1, -1):
             torch.bmm(dzs[i].transpose(1, 2), hs[i], out=gs[i])
             if i: torch.bmm(dzs[i], ws[i])
-    def seq():
-        for k in range(K):
-            loss = F.cross_entropy(models[k](x[k]), y[k]); opts[k].zero_grad(); loss.backward(); opts[k].step()
+    seq = _sequential(models, x, y)
     def step(): net.loss_and_grads(x, y); sopt.step()
     a, b = torch.randn(n, n, generator=g).to(dev), torch.randn(n, n, generator=g).to(dev)
     t = interleaved(dict(seq=seq, step=step, products=products, optimizer=sopt.step, gemm=lambda: a @ b),
